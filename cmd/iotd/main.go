@@ -1,0 +1,196 @@
+// Command iotd runs the IoTD MQTT broker.
+//
+//	iotd                      serve with built-in defaults (TCP on 0.0.0.0:1883)
+//	iotd -c iotd.toml         serve with a TOML configuration file
+//	iotd --listen HOST:PORT   replace the configured TCP listeners (repeatable)
+//	iotd --version            print the version
+//
+// SIGINT shuts down gracefully (stop accepting, close clients, wait, bounded by
+// server.shutdown_timeout); SIGTERM exits at once.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/iotd/iotd/internal/broker"
+	"github.com/iotd/iotd/internal/config"
+	"github.com/iotd/iotd/internal/server"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; "dev" otherwise.
+var version = "dev"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+type listenFlag []string
+
+func (l *listenFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listenFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+const usage = `iotd - the IoTD MQTT broker
+
+Usage:
+  iotd [-c FILE] [--listen HOST:PORT]...
+  iotd --version
+  iotd --help
+
+With no configuration file iotd listens on 0.0.0.0:1883 with built-in defaults
+(see docs/configuration.md). SIGINT shuts down gracefully; SIGTERM exits at once.
+
+Flags:
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("iotd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("c", "", "TOML configuration `FILE`")
+	var listens listenFlag
+	fs.Var(&listens, "listen", "TCP listener `HOST:PORT`; repeatable; replaces the configured listeners")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "iotd: unexpected argument %q (see iotd --help)\n", fs.Arg(0))
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "iotd %s\n", version)
+		return 0
+	}
+
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			fmt.Fprintf(stderr, "iotd: configuration: %v\n", err)
+			return 1
+		}
+	}
+	if len(listens) > 0 {
+		cfg.Listeners = nil
+		for i, a := range listens {
+			cfg.Listeners = append(cfg.Listeners, config.Listener{Name: fmt.Sprintf("listen-%d", i), Type: "tcp", Address: a})
+		}
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintf(stderr, "iotd: --listen: %v\n", err)
+			return 2
+		}
+	}
+	return serve(cfg, stderr)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serve(cfg config.Config, stderr io.Writer) int {
+	log := newLogger(cfg.Log, stderr)
+	b := broker.New(broker.Options{
+		MaxRetained:        cfg.Retained.MaxMessages,
+		MaxRetainedPayload: cfg.Retained.MaxPayloadSize,
+		Logger:             log,
+	})
+	srv, err := server.New(b, server.Options{
+		MaxPacketSize:   cfg.Limits.MaxPacketSize,
+		MaxConnections:  cfg.Limits.MaxConnections,
+		ConnectTimeout:  cfg.Limits.ConnectTimeout.Std(),
+		MaxKeepAlive:    uint16(cfg.KeepAlive.Max),
+		MaxPendingBytes: cfg.Limits.MaxPendingBytes,
+		Workers:         cfg.Server.Workers,
+		Logger:          log,
+	})
+	if err != nil {
+		log.Error("cannot start server", "error", err)
+		return 1
+	}
+	var listeners []net.Listener
+	for _, lc := range cfg.Listeners {
+		ln, err := net.Listen("tcp", lc.Address)
+		if err != nil {
+			log.Error("cannot listen", "listener", lc.Name, "address", lc.Address, "error", err)
+			for _, l := range listeners {
+				l.Close()
+			}
+			srv.Shutdown(context.Background())
+			return 1
+		}
+		listeners = append(listeners, ln)
+		log.Info("listening", "listener", lc.Name, "type", lc.Type, "address", ln.Addr().String())
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	var wg sync.WaitGroup
+	serveErr := make(chan error, len(listeners))
+	for i, ln := range listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ln, cfg.Listeners[i].Name); err != nil && !errors.Is(err, server.ErrServerClosed) {
+				serveErr <- err
+			}
+		}()
+	}
+	log.Info("iotd started", "version", version, "pid", os.Getpid())
+
+	code := 0
+	select {
+	case sig := <-sigs:
+		if sig == syscall.SIGTERM {
+			// SIGTERM exits at once; state that must survive it is the store's job (crash-safe).
+			log.Info("SIGTERM received: exiting immediately")
+			os.Exit(0)
+		}
+		log.Info("SIGINT received: shutting down", "timeout", cfg.Server.ShutdownTimeout.Std().String())
+	case err := <-serveErr:
+		log.Error("listener failed; shutting down", "error", err)
+		code = 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout.Std())
+	defer cancel()
+	go func() {
+		// A second SIGINT or a SIGTERM during shutdown exits at once.
+		select {
+		case <-sigs:
+			log.Warn("second signal: exiting immediately")
+			os.Exit(1)
+		case <-ctx.Done():
+		}
+	}()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Error("shutdown incomplete", "error", err)
+		code = 1
+	}
+	wg.Wait()
+	log.Info("iotd stopped", "sessions", b.Stats().Sessions)
+	return code
+}

@@ -1,0 +1,74 @@
+// Package auth declares how the broker asks whether a client may connect, publish and subscribe.
+//
+// The broker calls an Authenticator once per CONNECT and an Authorizer for every SUBSCRIBE filter,
+// every PUBLISH it receives and every message it is about to deliver. Both are small interfaces so
+// that file, HTTP or JWT backends can be added below this package without touching the broker. A nil
+// Authenticator or Authorizer in the broker's options means "allow everything", which is the default
+// until the security milestone configures users and ACLs.
+package auth
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrBadCredentials is returned by an Authenticator when the username or password is wrong
+// (CONNACK 0x04 in MQTT 3.1.1).
+var ErrBadCredentials = errors.New("auth: bad username or password")
+
+// ErrNotAuthorized is returned by an Authenticator when the client is known but may not connect
+// (CONNACK 0x05 in MQTT 3.1.1).
+var ErrNotAuthorized = errors.New("auth: not authorized")
+
+// Client identifies a connecting or connected client to an Authenticator or Authorizer.
+type Client struct {
+	ClientID   string // the client identifier from CONNECT (or the one the server assigned)
+	Username   string // empty when HasUsername is false
+	Listener   string // name of the listener the connection arrived on
+	RemoteAddr string // the peer's address, host:port
+}
+
+// Credentials are what a client presents in CONNECT.
+type Credentials struct {
+	Client
+	HasUsername bool
+	Password    []byte
+	HasPassword bool
+}
+
+// Authenticator decides whether a CONNECT may proceed.
+type Authenticator interface {
+	// Authenticate returns nil to accept the client, ErrBadCredentials or ErrNotAuthorized to
+	// refuse it with the matching CONNACK code; any other error refuses it as "server unavailable".
+	// It may block (ctx bounds it) and must be safe for concurrent use.
+	Authenticate(ctx context.Context, c *Credentials) error
+}
+
+// Access is the kind of access a client asks for on a topic.
+type Access byte
+
+const (
+	// Read is the right to receive messages published to a topic (checked on SUBSCRIBE filters and
+	// on every delivery).
+	Read Access = 1 << iota
+	// Write is the right to publish to a topic.
+	Write
+)
+
+// String returns "read" or "write".
+func (a Access) String() string {
+	switch a {
+	case Read:
+		return "read"
+	case Write:
+		return "write"
+	}
+	return "unknown"
+}
+
+// Authorizer decides whether a client may read or write a topic (a name, or a filter on SUBSCRIBE).
+// It is called on hot paths, so implementations should answer from memory and must be safe for
+// concurrent use.
+type Authorizer interface {
+	Authorize(c *Client, a Access, topic string) bool
+}

@@ -1,0 +1,568 @@
+// Package broker is one MQTT routing domain: the registry of client sessions and their takeover,
+// the subscription index, retained messages, wills and fan-out.
+//
+// The broker does no network I/O. The server hands it decoded packets together with an Outbound,
+// the broker's view of a connection, and the broker appends encoded packets to the Outbounds of the
+// clients it delivers to. Deliveries made while the server handles one read batch are collected in
+// a Batch and flushed once per connection at the end of the batch, so fan-out costs one write per
+// subscriber per batch rather than one per message.
+//
+// Lock order: Broker.mu, then Client.mu, then whatever an Outbound takes inside Enqueue. The topic
+// tree and retained index have locks of their own and are never held while taking the others.
+package broker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/uuid"
+
+	"github.com/iotd/iotd/internal/auth"
+	"github.com/iotd/iotd/internal/packet"
+	"github.com/iotd/iotd/internal/session"
+	"github.com/iotd/iotd/internal/topic"
+)
+
+// Close reasons the broker gives to Outbound.Close.
+var (
+	// ErrTakenOver: another connection connected with the same client identifier ([MQTT-3.1.4-2]).
+	ErrTakenOver = errors.New("session taken over by a new connection with the same client id")
+	// ErrSlowConsumer: the connection's pending output grew past its hard limit.
+	ErrSlowConsumer = errors.New("slow consumer: pending output over the limit")
+)
+
+// ErrInvalidFilter is returned by Subscribe and Unsubscribe for a malformed topic filter; the
+// server closes the connection ([MQTT-4.8.0-1]).
+var ErrInvalidFilter = errors.New("invalid topic filter")
+
+// Outbound is the broker's view of one network connection.
+type Outbound interface {
+	// Enqueue appends one encoded packet to the connection's pending output without blocking and
+	// without keeping b. droppable marks a QoS 0 PUBLISH, which a connection over its pending-output
+	// limit drops instead of queueing. ok is false when the packet was not queued (dropped, or the
+	// connection is closed); schedule is true when the caller must add the connection to its Batch,
+	// which happens once between two flushes.
+	Enqueue(b []byte, droppable bool) (ok, schedule bool)
+	// Flush writes pending output without blocking; what the socket does not take now is written
+	// when it becomes writable.
+	Flush()
+	// Close closes the connection asynchronously. reason is logged. Safe to call more than once
+	// and from any goroutine, including while holding Client locks.
+	Close(reason error)
+}
+
+// Options configure a Broker. The zero value is usable: no retained limits, everybody allowed.
+type Options struct {
+	// MaxRetained bounds the number of retained topics; 0 means no limit. New topics beyond it are
+	// not retained (logged and counted); replacing or deleting an existing one always works.
+	MaxRetained int
+	// MaxRetainedPayload bounds the payload size of a retained message; 0 means no limit.
+	MaxRetainedPayload int
+	// Authenticator checks CONNECT; nil accepts everyone.
+	Authenticator auth.Authenticator
+	// Authorizer checks SUBSCRIBE, PUBLISH and delivery; nil allows everything.
+	Authorizer auth.Authorizer
+	// Logger receives the broker's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+// Broker is one routing domain. Create it with New; it is safe for concurrent use.
+type Broker struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex         // guards clients
+	clients map[string]*Client // keyed "__client_" + client id
+
+	subs     *topic.Tree[*Client]
+	retained *topic.Retained[*session.Message]
+
+	stats struct {
+		received, delivered, dropped, retainRefused atomic.Uint64
+	}
+}
+
+// Client is a session registered in the broker together with the connection currently bound to it
+// (none while a persistent session is offline).
+type Client struct {
+	key  string // "__client_" + client id
+	mu   sync.Mutex
+	sess *session.Session // guarded by mu
+	conn Outbound         // guarded by mu; nil while offline
+	id   auth.Client      // guarded by mu
+}
+
+// Key returns the registry key of the client's session, "__client_<clientId>".
+func (c *Client) Key() string { return c.key }
+
+// ClientID returns the client identifier (possibly assigned by the server).
+func (c *Client) ClientID() string { return c.key[len(keyPrefix):] }
+
+const keyPrefix = "__client_"
+
+// New returns a broker with the given options.
+func New(opts Options) *Broker {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Broker{
+		opts:     opts,
+		log:      log,
+		clients:  make(map[string]*Client),
+		subs:     topic.NewTree[*Client](),
+		retained: topic.NewRetained[*session.Message](),
+	}
+}
+
+// Stats is a snapshot of the broker's counters.
+type Stats struct {
+	Sessions      int    // sessions in the registry, online and offline
+	Subscriptions int    // (filter, session) pairs in the subscription index
+	Retained      int    // retained topics
+	Received      uint64 // PUBLISH packets routed (from clients and wills)
+	Delivered     uint64 // PUBLISH packets queued to subscribers
+	Dropped       uint64 // deliveries not made (slow consumer, offline, no packet id)
+	RetainRefused uint64 // retained messages not stored because of the retained limits
+}
+
+// Stats returns a snapshot of the counters.
+func (b *Broker) Stats() Stats {
+	b.mu.Lock()
+	n := len(b.clients)
+	b.mu.Unlock()
+	return Stats{
+		Sessions:      n,
+		Subscriptions: b.subs.Len(),
+		Retained:      b.retained.Len(),
+		Received:      b.stats.received.Load(),
+		Delivered:     b.stats.delivered.Load(),
+		Dropped:       b.stats.dropped.Load(),
+		RetainRefused: b.stats.retainRefused.Load(),
+	}
+}
+
+// Batch collects the connections that received output while the server handled one read batch,
+// plus scratch space for matching and encoding, so routing allocates nothing. Each server event
+// loop owns one Batch; it is not safe for concurrent use.
+type Batch struct {
+	touched []Outbound
+	matches topic.Matches[*Client]
+	buf     []byte
+}
+
+// Add schedules o to be flushed by the next Flush.
+func (bt *Batch) Add(o Outbound) { bt.touched = append(bt.touched, o) }
+
+// Flush flushes every scheduled connection once and empties the batch.
+func (bt *Batch) Flush() {
+	for i, o := range bt.touched {
+		o.Flush()
+		bt.touched[i] = nil
+	}
+	bt.touched = bt.touched[:0]
+}
+
+// ConnectRequest is an accepted-by-the-codec CONNECT and the connection it arrived on.
+type ConnectRequest struct {
+	Connect    *packet.Connect
+	Conn       Outbound
+	Listener   string
+	RemoteAddr string
+}
+
+// Connect authenticates a CONNECT and binds its connection to the session keyed by the client id,
+// taking the session over from an older connection ([MQTT-3.1.4-2]). On success it queues the
+// CONNACK on the connection before any other packet ([MQTT-3.2.0-1]), then re-sends the session's
+// unacknowledged messages. On refusal it returns the CONNACK code and queues nothing: the server
+// answers and closes ([MQTT-3.2.2-4], [MQTT-3.2.2-5]).
+func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Client, packet.ConnackCode) {
+	c := r.Connect
+	clientID := c.ClientID
+	if clientID == "" {
+		if !c.CleanSession {
+			// [MQTT-3.1.3-8] an empty client id needs CleanSession=1.
+			return nil, packet.RefusedIdentifierRejected
+		}
+		// [MQTT-3.1.3-6] the server assigns a unique client id.
+		clientID = "iotd-" + uuid.NewString()
+	}
+	id := auth.Client{ClientID: clientID, Username: c.Username, Listener: r.Listener, RemoteAddr: r.RemoteAddr}
+	if a := b.opts.Authenticator; a != nil {
+		err := a.Authenticate(ctx, &auth.Credentials{Client: id, HasUsername: c.HasUsername, Password: c.Password, HasPassword: c.HasPassword})
+		switch {
+		case err == nil:
+		case errors.Is(err, auth.ErrBadCredentials):
+			return nil, packet.RefusedBadUsernameOrPassword
+		case errors.Is(err, auth.ErrNotAuthorized):
+			return nil, packet.RefusedNotAuthorized
+		default:
+			b.log.Error("authentication failed", "client_id", clientID, "error", err)
+			return nil, packet.RefusedServerUnavailable
+		}
+	}
+	var will *session.Message
+	if w := c.Will; w != nil {
+		will = &session.Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}
+	}
+
+	key := keyPrefix + clientID
+	b.mu.Lock()
+	cl := b.clients[key]
+	if cl == nil {
+		cl = &Client{key: key}
+		b.clients[key] = cl
+	}
+	cl.mu.Lock()
+	old, oldWill := cl.conn, (*session.Message)(nil)
+	if old != nil && cl.sess != nil {
+		oldWill = cl.sess.Will
+	}
+	var dropped map[string]packet.QoS
+	present := false
+	switch {
+	case cl.sess == nil:
+		cl.sess = session.New(clientID, c.CleanSession)
+	case c.CleanSession || cl.sess.Clean:
+		// [MQTT-3.1.2-6] a clean session discards the previous one; so does resuming a session that
+		// was itself clean, since it ended with its connection ([MQTT-3.1.2-4]).
+		dropped = cl.sess.Subscriptions
+		cl.sess = session.New(clientID, c.CleanSession)
+	default:
+		present = true // [MQTT-3.2.2-2]
+	}
+	cl.sess.Will = will // [MQTT-3.1.2-8] stored for this connection
+	cl.conn = r.Conn
+	cl.id = id
+	var resend []*session.Inflight
+	if present {
+		resend = cl.sess.Inflight()
+	}
+	// [MQTT-3.2.2-1], [MQTT-3.2.2-2]: session present only when a stored session is resumed.
+	bt.buf = (&packet.Connack{SessionPresent: present, ReturnCode: packet.Accepted}).Append(bt.buf[:0])
+	b.enqueueLocked(cl, bt, bt.buf, false)
+	for _, f := range resend {
+		b.sendInflightLocked(cl, bt, f, true)
+	}
+	cl.mu.Unlock()
+	b.mu.Unlock()
+
+	for filter := range dropped {
+		b.subs.Unsubscribe(filter, cl)
+	}
+	if old != nil {
+		b.log.Info("session taken over", "client_id", clientID)
+		old.Close(ErrTakenOver)
+		if oldWill != nil {
+			// The old connection ended without DISCONNECT, so its will is published ([MQTT-3.1.2-8]).
+			b.publishMessage(oldWill, bt)
+		}
+	}
+	return cl, packet.Accepted
+}
+
+// Disconnect unbinds conn from cl after the connection closed. graceful is true when the client
+// sent DISCONNECT: the will is then discarded ([MQTT-3.14.4-3]); otherwise it is published
+// ([MQTT-3.1.2-8]). A clean session ends with its connection ([MQTT-3.1.2-6]). Nothing happens if
+// conn is no longer bound to cl (the session was taken over).
+func (b *Broker) Disconnect(cl *Client, conn Outbound, graceful bool) {
+	b.mu.Lock()
+	cl.mu.Lock()
+	if cl.conn != conn {
+		cl.mu.Unlock()
+		b.mu.Unlock()
+		return
+	}
+	cl.conn = nil
+	will := cl.sess.Will
+	cl.sess.Will = nil
+	var subs map[string]packet.QoS
+	if cl.sess.Clean {
+		subs = cl.sess.Subscriptions
+		cl.sess.Subscriptions = nil
+		if b.clients[cl.key] == cl {
+			delete(b.clients, cl.key)
+		}
+	}
+	cl.mu.Unlock()
+	b.mu.Unlock()
+	for filter := range subs {
+		b.subs.Unsubscribe(filter, cl)
+	}
+	if will != nil && !graceful {
+		var bt Batch
+		b.publishMessage(will, &bt)
+		bt.Flush()
+	}
+}
+
+// DiscardWill clears the will of cl's connection; the server calls it on DISCONNECT before
+// closing ([MQTT-3.1.2-10]).
+func (b *Broker) DiscardWill(cl *Client) {
+	cl.mu.Lock()
+	if cl.sess != nil {
+		cl.sess.Will = nil
+	}
+	cl.mu.Unlock()
+}
+
+func (b *Broker) publishMessage(m *session.Message, bt *Batch) {
+	p := packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: []byte(m.Topic), Payload: m.Payload}
+	b.route(nil, &p, m, bt)
+}
+
+// Publish routes a PUBLISH received from cl. The packet's Topic and Payload may alias a read
+// buffer: whatever the broker keeps it copies. The caller acknowledges QoS 1 and 2 itself.
+func (b *Broker) Publish(cl *Client, p *packet.Publish, bt *Batch) {
+	if az := b.opts.Authorizer; az != nil {
+		cl.mu.Lock()
+		id := cl.id
+		cl.mu.Unlock()
+		if !az.Authorize(&id, auth.Write, string(p.Topic)) {
+			b.log.Info("publish denied", "client_id", id.ClientID, "topic", string(p.Topic))
+			return
+		}
+	}
+	b.route(cl, p, nil, bt)
+}
+
+// route stores a retained message and delivers p to every matching subscriber. kept is p as a
+// Message when the caller already has one (wills), else nil and created only if needed.
+func (b *Broker) route(from *Client, p *packet.Publish, kept *session.Message, bt *Batch) {
+	b.stats.received.Add(1)
+	if p.Retain {
+		kept = b.retain(p, kept)
+	}
+	b.subs.Match(p.Topic, &bt.matches)
+	subs := bt.matches.Subscribers()
+	if len(subs) == 0 {
+		return
+	}
+	// QoS 0 deliveries share one encoding. [MQTT-3.3.1-9] the retain flag is cleared on messages
+	// delivered to existing subscriptions.
+	var enc0 []byte
+	for _, s := range subs {
+		cl := s.Sub
+		qos := min(p.QoS, packet.QoS(s.QoS)) // [MQTT-3.8.4-6] downgrade to the granted QoS
+		if az := b.opts.Authorizer; az != nil && !b.mayRead(cl, p.Topic) {
+			continue
+		}
+		if qos == packet.QoS0 {
+			if enc0 == nil {
+				q := packet.Publish{Topic: p.Topic}
+				bt.buf = packet.AppendPublishHeader(bt.buf[:0], &q, len(p.Payload))
+				bt.buf = append(bt.buf, p.Payload...)
+				enc0 = bt.buf
+			}
+			cl.mu.Lock()
+			b.enqueueLocked(cl, bt, enc0, true)
+			cl.mu.Unlock()
+			continue
+		}
+		if kept == nil {
+			kept = session.NewMessage(p.Topic, p.Payload, p.QoS, false)
+			// enc0 aliases bt.buf, which the QoS 1/2 encoding below reuses.
+		}
+		enc0 = nil
+		cl.mu.Lock()
+		b.deliverLocked(cl, bt, kept, qos)
+		cl.mu.Unlock()
+	}
+}
+
+func (b *Broker) mayRead(cl *Client, name []byte) bool {
+	cl.mu.Lock()
+	id := cl.id
+	cl.mu.Unlock()
+	return b.opts.Authorizer.Authorize(&id, auth.Read, string(name))
+}
+
+// deliverLocked sends m to cl at qos 1 or 2 with a fresh packet identifier. cl.mu must be held.
+func (b *Broker) deliverLocked(cl *Client, bt *Batch, m *session.Message, qos packet.QoS) {
+	if cl.conn == nil {
+		// Offline persistent session: queueing for offline sessions arrives with QoS 1/2 delivery.
+		b.stats.dropped.Add(1)
+		return
+	}
+	f, err := cl.sess.Send(m, qos)
+	if err != nil {
+		b.stats.dropped.Add(1)
+		b.log.Warn("delivery dropped", "client_id", cl.sess.ClientID, "reason", err)
+		return
+	}
+	b.sendInflightLocked(cl, bt, f, false)
+}
+
+// sendInflightLocked encodes and queues f: its PUBLISH (with DUP when re-sent, [MQTT-3.3.1-1]) or,
+// after PUBREC, its PUBREL ([MQTT-4.4.0-1]). cl.mu must be held.
+func (b *Broker) sendInflightLocked(cl *Client, bt *Batch, f *session.Inflight, resend bool) {
+	if f.State == session.AwaitPubcomp {
+		bt.buf = (&packet.Pubrel{PacketID: f.PacketID}).Append(bt.buf[:0])
+	} else {
+		q := packet.Publish{Dup: resend, QoS: f.QoS, Retain: f.Msg.Retain, Topic: []byte(f.Msg.Topic), PacketID: f.PacketID}
+		bt.buf = packet.AppendPublishHeader(bt.buf[:0], &q, len(f.Msg.Payload))
+		bt.buf = append(bt.buf, f.Msg.Payload...)
+	}
+	b.enqueueLocked(cl, bt, bt.buf, false)
+}
+
+// enqueueLocked queues an encoded packet on cl's connection. cl.mu must be held.
+func (b *Broker) enqueueLocked(cl *Client, bt *Batch, enc []byte, droppable bool) {
+	conn := cl.conn
+	if conn == nil {
+		b.stats.dropped.Add(1)
+		return
+	}
+	ok, schedule := conn.Enqueue(enc, droppable)
+	if schedule {
+		bt.Add(conn)
+	}
+	if !ok {
+		b.stats.dropped.Add(1)
+		return
+	}
+	if droppable || enc[0]>>4 == byte(packet.TypePublish) {
+		b.stats.delivered.Add(1)
+	}
+}
+
+// retain applies a PUBLISH with the retain flag to the retained index ([MQTT-3.3.1-5]) and returns
+// the kept message (nil when the payload was empty, which deletes: [MQTT-3.3.1-10]).
+func (b *Broker) retain(p *packet.Publish, kept *session.Message) *session.Message {
+	name := string(p.Topic)
+	if len(p.Payload) == 0 {
+		b.retained.Delete(name) // [MQTT-3.3.1-10], [MQTT-3.3.1-11]
+		return kept
+	}
+	if max := b.opts.MaxRetainedPayload; max > 0 && len(p.Payload) > max {
+		b.stats.retainRefused.Add(1)
+		b.log.Warn("retained message not stored: payload over the limit", "topic", name, "size", len(p.Payload), "limit", max)
+		return kept
+	}
+	if kept == nil {
+		kept = session.NewMessage(p.Topic, p.Payload, p.QoS, true)
+	}
+	if max := b.opts.MaxRetained; max > 0 && b.retained.Len() >= max {
+		if _, exists := b.retained.Get(name); !exists {
+			b.stats.retainRefused.Add(1)
+			b.log.Warn("retained message not stored: retained limit reached", "topic", name, "limit", max)
+			return kept
+		}
+	}
+	b.retained.Set(name, kept)
+	return kept
+}
+
+// Subscribe applies a SUBSCRIBE from cl: records each filter, queues the SUBACK and then the
+// retained messages matching the new subscriptions. A malformed filter returns ErrInvalidFilter
+// and changes nothing; the server closes the connection.
+func (b *Broker) Subscribe(cl *Client, s *packet.Subscribe, bt *Batch) error {
+	for _, sub := range s.Subscriptions {
+		if err := topic.ValidateFilter(sub.Filter); err != nil {
+			return errors.Join(ErrInvalidFilter, err)
+		}
+	}
+	codes := make([]byte, len(s.Subscriptions))
+	granted := make([]packet.QoS, len(s.Subscriptions))
+	cl.mu.Lock()
+	id := cl.id
+	for i, sub := range s.Subscriptions {
+		if az := b.opts.Authorizer; az != nil && !az.Authorize(&id, auth.Read, sub.Filter) {
+			codes[i] = packet.SubackFailure
+			b.log.Info("subscribe denied", "client_id", id.ClientID, "filter", sub.Filter)
+			continue
+		}
+		// [MQTT-3.9.3-2]: the server supports QoS 2, so it grants what was asked.
+		granted[i] = sub.QoS
+		codes[i] = byte(sub.QoS)
+		cl.sess.Subscribe(sub.Filter, sub.QoS)
+		b.subs.Subscribe(sub.Filter, cl, byte(sub.QoS))
+	}
+	// [MQTT-3.8.4-1], [MQTT-3.8.4-2], [MQTT-3.8.4-5]: one SUBACK, same packet id, a code per filter.
+	bt.buf = (&packet.Suback{PacketID: s.PacketID, ReturnCodes: codes}).Append(bt.buf[:0])
+	b.enqueueLocked(cl, bt, bt.buf, false)
+	// [MQTT-3.3.1-6], [MQTT-3.8.4-3]: retained messages matching the filter are sent, with RETAIN set.
+	for i, sub := range s.Subscriptions {
+		if codes[i] == packet.SubackFailure {
+			continue
+		}
+		b.retained.Match(sub.Filter, func(name string, m *session.Message) bool {
+			if az := b.opts.Authorizer; az != nil && !az.Authorize(&id, auth.Read, name) {
+				return true
+			}
+			qos := min(m.QoS, granted[i])
+			if qos == packet.QoS0 {
+				q := packet.Publish{Retain: true, Topic: []byte(m.Topic)}
+				bt.buf = packet.AppendPublishHeader(bt.buf[:0], &q, len(m.Payload))
+				bt.buf = append(bt.buf, m.Payload...)
+				b.enqueueLocked(cl, bt, bt.buf, true)
+			} else {
+				b.deliverLocked(cl, bt, m, qos)
+			}
+			return true
+		})
+	}
+	cl.mu.Unlock()
+	return nil
+}
+
+// Unsubscribe applies an UNSUBSCRIBE from cl and queues the UNSUBACK, which is sent even when no
+// filter matched ([MQTT-3.10.4-4], [MQTT-3.10.4-5]).
+func (b *Broker) Unsubscribe(cl *Client, u *packet.Unsubscribe, bt *Batch) error {
+	for _, f := range u.Filters {
+		if err := topic.ValidateFilter(f); err != nil {
+			return errors.Join(ErrInvalidFilter, err)
+		}
+	}
+	cl.mu.Lock()
+	for _, f := range u.Filters {
+		// [MQTT-3.10.4-1]: compared character by character; [MQTT-3.10.4-2]: no new deliveries.
+		if cl.sess.Unsubscribe(f) {
+			b.subs.Unsubscribe(f, cl)
+		}
+	}
+	bt.buf = (&packet.Unsuback{PacketID: u.PacketID}).Append(bt.buf[:0])
+	b.enqueueLocked(cl, bt, bt.buf, false)
+	cl.mu.Unlock()
+	return nil
+}
+
+// ReceiveQoS2 records the packet id of a QoS 2 PUBLISH from cl; it reports whether the message is
+// new and must be routed ([MQTT-4.3.3-2]: a retransmission before PUBREL is not routed again).
+func (b *Broker) ReceiveQoS2(cl *Client, id uint16) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.sess.ReceiveQoS2(id)
+}
+
+// Pubrel releases an inbound QoS 2 packet id of cl; the server answers PUBCOMP.
+func (b *Broker) Pubrel(cl *Client, id uint16) {
+	cl.mu.Lock()
+	cl.sess.Pubrel(id)
+	cl.mu.Unlock()
+}
+
+// Ack applies an acknowledgement from cl for an outbound QoS 1/2 message: PUBACK, PUBREC (which
+// queues PUBREL) or PUBCOMP. Acknowledgements for unknown ids are ignored and logged at debug.
+func (b *Broker) Ack(cl *Client, t packet.Type, id uint16, bt *Batch) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	var err error
+	switch t {
+	case packet.TypePuback:
+		err = cl.sess.Puback(id)
+	case packet.TypePubrec:
+		if err = cl.sess.Pubrec(id); err == nil {
+			bt.buf = (&packet.Pubrel{PacketID: id}).Append(bt.buf[:0])
+			b.enqueueLocked(cl, bt, bt.buf, false)
+		}
+	case packet.TypePubcomp:
+		err = cl.sess.Pubcomp(id)
+	}
+	if err != nil {
+		b.log.Debug("acknowledgement ignored", "client_id", cl.sess.ClientID, "packet", t.String(), "packet_id", id, "reason", err)
+	}
+}

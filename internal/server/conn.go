@@ -1,0 +1,249 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
+
+	"github.com/iotd/iotd/internal/broker"
+)
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// Close reasons. Each close is logged once with its reason, at the level levelFor chooses.
+var (
+	errShutdown       = errors.New("server shutting down")
+	errPeerClosed     = errors.New("connection closed by client")
+	errDisconnect     = errors.New("client sent DISCONNECT")
+	errConnectTimeout = errors.New("no CONNECT within the connect timeout")
+	errKeepAlive      = errors.New("keep-alive timeout: nothing received within 1.5 times the keep-alive")
+	errRefused        = errors.New("connection refused in CONNACK")
+)
+
+// protocolError marks a close caused by the client breaking the protocol (logged at warn).
+type protocolError struct{ err error }
+
+func (e protocolError) Error() string { return "protocol violation: " + e.err.Error() }
+func (e protocolError) Unwrap() error { return e.err }
+
+func violation(err error) error { return protocolError{err} }
+
+func levelFor(reason error) slog.Level {
+	var pe protocolError
+	switch {
+	case errors.As(reason, &pe), errors.Is(reason, broker.ErrSlowConsumer):
+		return slog.LevelWarn
+	case errors.Is(reason, errConnectTimeout), errors.Is(reason, errKeepAlive), errors.Is(reason, broker.ErrTakenOver), errors.Is(reason, errRefused):
+		return slog.LevelInfo
+	}
+	return slog.LevelDebug
+}
+
+// conn is one client connection, parked in an epoll instance as a raw fd.
+//
+// The fields under "owner" are touched only by the goroutine that currently owns the connection:
+// the event loop while busy is set, or the closer after the fd is closed. mu guards the rest.
+type conn struct {
+	srv      *Server
+	loop     *loop
+	fd       int32
+	gen      uint32 // tells this connection from a later one that reuses its fd number
+	listener string
+	remote   netip.AddrPort
+	anon     [16]byte // provisional id until CONNECT is accepted: __anon_<uuid>
+
+	mu        sync.Mutex
+	busy      bool   // an event loop is handling this connection; it re-arms the fd when done
+	closed    bool   // the fd is closed
+	scheduled bool   // in some Batch awaiting Flush
+	wantOut   bool   // pending output waits for EPOLLOUT
+	out       []byte // pending output, from outPool; nil when empty
+	outOff    int    // bytes of out already written
+	reason    error  // why the connection is closing
+
+	closing   atomic.Bool // close requested; the owner stops dispatching
+	connected atomic.Bool // CONNECT accepted (read by the wheel to name the timeout)
+
+	// owner
+	client   *broker.Client // set once CONNECT is accepted
+	graceful bool           // DISCONNECT received
+	version  byte           // protocol level from CONNECT
+	partial  []byte         // unfinished packet between reads; nil when none
+	need     int            // total length of the packet in partial, once known
+
+	// keep-alive (see wheel)
+	lastActive atomic.Int64 // wheel clock, ms
+	timeout    atomic.Int64 // ms; 0 = none
+	wprev      *conn        // guarded by wheel.mu
+	wnext      *conn        // guarded by wheel.mu
+	wslot      int32        // guarded by wheel.mu; -1 when not in the wheel
+}
+
+func newAnonID() [16]byte { return uuid.New() }
+
+// provisionalID is the id a connection is tracked under before its CONNECT is accepted.
+func (c *conn) provisionalID() string { return "__anon_" + uuid.UUID(c.anon).String() }
+
+// outPool holds pending-output buffers so that an idle connection holds none.
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+const maxPooledOut = 64 << 10
+
+func releaseOut(b []byte) {
+	if cap(b) > maxPooledOut {
+		return
+	}
+	b = b[:0]
+	outPool.Put(&b)
+}
+
+// Enqueue implements broker.Outbound.
+func (c *conn) Enqueue(b []byte, droppable bool) (ok, schedule bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.closing.Load() {
+		return false, false
+	}
+	pending := len(c.out) - c.outOff
+	limit := c.srv.opts.MaxPendingBytes
+	if droppable && pending+len(b) > limit {
+		return false, false
+	}
+	if pending+len(b) > 4*limit {
+		c.requestCloseLocked(broker.ErrSlowConsumer)
+		return false, false
+	}
+	if c.out == nil {
+		c.out = (*outPool.Get().(*[]byte))[:0]
+	}
+	c.out = append(c.out, b...)
+	if c.scheduled {
+		return true, false
+	}
+	c.scheduled = true
+	return true, true
+}
+
+// Flush implements broker.Outbound.
+func (c *conn) Flush() {
+	c.mu.Lock()
+	c.scheduled = false
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	err := c.writeLocked()
+	if err != nil {
+		c.requestCloseLocked(err)
+	}
+	finalize := c.finalizeIfIdleLocked()
+	c.mu.Unlock()
+	if finalize {
+		c.afterClose()
+	}
+}
+
+// writeLocked writes pending output until done or EAGAIN, then arms EPOLLOUT if needed.
+func (c *conn) writeLocked() error {
+	for c.outOff < len(c.out) {
+		n, err := unix.Write(int(c.fd), c.out[c.outOff:])
+		if n > 0 {
+			c.outOff += n
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			if !c.wantOut {
+				c.wantOut = true
+				if !c.busy {
+					c.loop.arm(c, true)
+				}
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if c.out != nil {
+		releaseOut(c.out)
+		c.out, c.outOff = nil, 0
+	}
+	c.wantOut = false
+	return nil
+}
+
+// Close implements broker.Outbound.
+func (c *conn) Close(reason error) { c.close(reason) }
+
+// close requests the connection to close. If no event loop is handling it, it is closed at once;
+// otherwise the owning loop closes it when it is done with it.
+func (c *conn) close(reason error) {
+	c.mu.Lock()
+	c.requestCloseLocked(reason)
+	finalize := c.finalizeIfIdleLocked()
+	c.mu.Unlock()
+	if finalize {
+		c.afterClose()
+	}
+}
+
+func (c *conn) requestCloseLocked(reason error) {
+	if c.closed || c.closing.Load() {
+		return
+	}
+	c.reason = reason
+	c.closing.Store(true)
+}
+
+// finalizeIfIdleLocked closes the fd if a close was requested and no loop owns the connection.
+// It reports whether the caller must run afterClose (after unlocking).
+func (c *conn) finalizeIfIdleLocked() bool {
+	if c.closed || c.busy || !c.closing.Load() {
+		return false
+	}
+	// Best effort: a refusing CONNACK or the output queued before the close goes out if the socket
+	// takes it now.
+	for c.outOff < len(c.out) {
+		n, err := unix.Write(int(c.fd), c.out[c.outOff:])
+		if err != nil || n <= 0 {
+			break
+		}
+		c.outOff += n
+	}
+	if c.out != nil {
+		releaseOut(c.out)
+		c.out, c.outOff = nil, 0
+	}
+	c.closed = true
+	// Remove the fd from epoll and from the table before closing it: the number is reused at once.
+	_ = unix.EpollCtl(c.loop.epfd, unix.EPOLL_CTL_DEL, int(c.fd), nil) // ENOENT if never registered; nothing to undo
+	c.srv.conns[c.fd].CompareAndSwap(c, nil)
+	unix.Close(int(c.fd))
+	return true
+}
+
+// afterClose runs once, outside c.mu, after the fd was closed.
+func (c *conn) afterClose() {
+	s := c.srv
+	s.wheel.remove(c)
+	c.partial = nil
+	reason := c.reason
+	if c.graceful {
+		reason = errDisconnect
+	}
+	if c.client != nil {
+		s.log.Log(s.baseCtx, levelFor(reason), "client disconnected", "client_id", c.client.ClientID(), "remote", c.remote.String(), "reason", reason.Error())
+		s.broker.Disconnect(c.client, c, c.graceful)
+	} else {
+		s.log.Log(s.baseCtx, levelFor(reason), "connection closed before CONNECT was accepted", "conn", c.provisionalID(), "remote", c.remote.String(), "reason", reason.Error())
+	}
+	s.closed()
+}

@@ -1,0 +1,248 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iotd/iotd/internal/broker"
+	"github.com/iotd/iotd/internal/packet"
+)
+
+const (
+	readBufSize = 64 << 10
+	maxEvents   = 256
+	wakeFD      = -1 // epoll data marking the loop's own eventfd
+)
+
+// loop is one event loop: an epoll instance and the goroutine that waits on it. Connections are
+// spread over the loops round-robin; each loop reads, decodes and dispatches inline, so that the
+// read buffer, the decode scratch and the fan-out batch are per loop and never per connection.
+type loop struct {
+	srv    *Server
+	epfd   int
+	wakefd int
+	stopCh chan struct{}
+
+	events [maxEvents]unix.EpollEvent
+	buf    []byte
+	batch  broker.Batch
+	pub    packet.Publish
+	scr    []byte // encoding scratch for acks
+}
+
+func newLoop(s *Server) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("server: epoll_create1: %w", err)
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("server: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeFD}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wfd)
+		return nil, fmt.Errorf("server: epoll_ctl eventfd: %w", err)
+	}
+	return &loop{srv: s, epfd: epfd, wakefd: wfd, stopCh: make(chan struct{}), buf: make([]byte, readBufSize)}, nil
+}
+
+func (l *loop) closeFDs() {
+	unix.Close(l.epfd)
+	unix.Close(l.wakefd)
+}
+
+// stop asks the loop goroutine to return.
+func (l *loop) stop() {
+	close(l.stopCh)
+	var one = [8]byte{1}
+	_, _ = unix.Write(l.wakefd, one[:]) // EAGAIN only if the counter is already non-zero: awake anyway
+}
+
+func (l *loop) stopped() bool {
+	select {
+	case <-l.stopCh:
+		return true
+	default:
+		return false
+	}
+}
+
+const readEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+
+// register adds a new connection's fd to the loop's epoll, armed for reading.
+func (l *loop) register(c *conn) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: c.fd, Pad: int32(c.gen)}
+	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(c.fd), &ev)
+}
+
+// arm re-arms c's one-shot registration, with EPOLLOUT when output is waiting. c.mu must be held.
+func (l *loop) arm(c *conn, out bool) {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: c.fd, Pad: int32(c.gen)}
+	if out {
+		ev.Events |= unix.EPOLLOUT
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, int(c.fd), &ev); err != nil {
+		c.requestCloseLocked(fmt.Errorf("epoll re-arm: %w", err))
+	}
+}
+
+func (l *loop) run() {
+	for {
+		n, err := unix.EpollWait(l.epfd, l.events[:], -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			l.srv.log.Error("epoll_wait failed; event loop stops", "error", err)
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &l.events[i]
+			if ev.Fd == wakeFD {
+				var b [8]byte
+				_, _ = unix.Read(l.wakefd, b[:]) // reset the counter; nothing else to do with it
+				continue
+			}
+			if c := l.srv.lookup(ev.Fd, uint32(ev.Pad)); c != nil {
+				l.handle(c, ev.Events)
+			}
+		}
+		l.batch.Flush()
+		if l.stopped() {
+			return
+		}
+	}
+}
+
+// handle serves one readiness event of c.
+func (l *loop) handle(c *conn, events uint32) {
+	c.mu.Lock()
+	if c.closed || c.busy {
+		// A concurrent re-arm delivered a second event while another loop owns c; that loop
+		// re-arms when done and level-triggered readiness reports again.
+		c.mu.Unlock()
+		return
+	}
+	c.busy = true
+	if events&unix.EPOLLOUT != 0 && !c.closing.Load() {
+		if err := c.writeLocked(); err != nil {
+			c.requestCloseLocked(err)
+		}
+	}
+	c.mu.Unlock()
+
+	if events&readEvents != 0 && !c.closing.Load() {
+		l.read(c)
+	}
+
+	c.mu.Lock()
+	c.busy = false
+	if !c.closing.Load() {
+		l.arm(c, c.wantOut)
+	}
+	finalize := c.finalizeIfIdleLocked()
+	c.mu.Unlock()
+	if finalize {
+		c.afterClose()
+	}
+}
+
+// read reads what the socket has (one read) and dispatches every whole packet.
+func (l *loop) read(c *conn) {
+	if c.need > len(l.buf) {
+		l.readLarge(c)
+		return
+	}
+	n0 := copy(l.buf, c.partial)
+	n, err := unix.Read(int(c.fd), l.buf[n0:])
+	if err != nil || n == 0 {
+		l.readFailed(c, n, err)
+		return
+	}
+	l.touch(c)
+	c.partial, c.need = nil, 0
+	rest := l.process(c, l.buf[:n0+n])
+	if len(rest) == 0 || c.closing.Load() {
+		return
+	}
+	// Keep the unfinished tail. A packet larger than the loop buffer gets its own buffer that grows
+	// as its bytes arrive, so a client announcing a big packet and stalling holds little.
+	h, hn, err := packet.ParseFixedHeader(rest, l.srv.opts.MaxPacketSize)
+	if err == nil && hn+h.RemainingLength > len(l.buf) {
+		c.need = hn + h.RemainingLength
+		c.partial = make([]byte, len(rest), min(c.need, max(2*len(rest), 4096)))
+		copy(c.partial, rest)
+		return
+	}
+	c.partial = append([]byte(nil), rest...)
+}
+
+// readLarge continues a packet larger than the loop buffer, reading into its own buffer.
+func (l *loop) readLarge(c *conn) {
+	p := c.partial
+	if len(p) == cap(p) {
+		np := make([]byte, len(p), min(c.need, 2*cap(p)))
+		copy(np, p)
+		p = np
+	}
+	n, err := unix.Read(int(c.fd), p[len(p):cap(p)])
+	if err != nil || n == 0 {
+		c.partial = p
+		l.readFailed(c, n, err)
+		return
+	}
+	l.touch(c)
+	p = p[:len(p)+n]
+	if len(p) < c.need {
+		c.partial = p
+		return
+	}
+	c.partial, c.need = nil, 0
+	l.process(c, p)
+}
+
+func (l *loop) readFailed(c *conn, n int, err error) {
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		// Spurious wake-up; nothing to read yet.
+	case err == nil && n == 0:
+		c.close(errPeerClosed)
+	default:
+		c.close(fmt.Errorf("read: %w", err))
+	}
+}
+
+// touch records activity for keep-alive ([MQTT-3.1.2-24]). Before CONNECT the connect timeout
+// counts from accept, so trickling bytes does not extend it.
+func (l *loop) touch(c *conn) {
+	if c.client != nil {
+		c.lastActive.Store(l.srv.wheel.now())
+	}
+}
+
+// process dispatches every whole packet in b and returns the unfinished tail.
+func (l *loop) process(c *conn, b []byte) []byte {
+	max := l.srv.opts.MaxPacketSize
+	for len(b) > 0 && !c.closing.Load() {
+		h, body, n, err := packet.Frame(b, max)
+		if err == packet.ErrIncomplete {
+			return b
+		}
+		if err != nil {
+			if errors.Is(err, packet.ErrTooLarge) {
+				c.close(violation(fmt.Errorf("packet larger than max_packet_size %d: %w", max, err)))
+			} else {
+				c.close(violation(err))
+			}
+			return nil
+		}
+		l.dispatch(c, h, body)
+		b = b[n:]
+	}
+	return nil
+}

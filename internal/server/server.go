@@ -1,0 +1,375 @@
+// Package server is the network side of IoTD: it accepts connections from any net.Listener, runs
+// the CONNECT handshake, reads and writes MQTT packets, enforces connect timeouts, keep-alive and
+// size limits, and turns packets into broker calls.
+//
+// # Connections cost almost nothing while idle
+//
+// After Accept the server duplicates the socket's file descriptor, closes the net.Conn (which
+// returns the runtime's poll descriptor to its cache) and parks the raw, non-blocking fd in one of
+// its own epoll instances with EPOLLONESHOT. An idle connection therefore holds no goroutine, no
+// read buffer and no write buffer: only a small conn struct and the broker's session. When a socket
+// becomes readable, the event loop that owns its epoll instance reads into the loop's shared buffer,
+// decodes and dispatches every whole packet in place, keeps an unfinished tail (only then does the
+// connection own bytes) and re-arms the fd. Output is appended to a per-connection pending buffer
+// taken from a pool and flushed once per event batch with one write; what the socket does not take
+// is written on EPOLLOUT. Keep-alive and connect timeouts are checked by one timer wheel.
+//
+// Only connections whose net.Conn implements syscall.Conn (TCP and Unix sockets) can be served
+// this way; TLS and WebSocket transports will need a goroutine-backed path.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/iotd/iotd/internal/broker"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown was called.
+var ErrServerClosed = errors.New("server: closed")
+
+// Options configure a Server. Zero values take the defaults named on each field.
+type Options struct {
+	// MaxPacketSize bounds a whole packet in bytes (default 1 MiB). Larger packets close the
+	// connection before their body is read.
+	MaxPacketSize int
+	// MaxConnections bounds open connections; 0 means only the fd limit bounds them.
+	MaxConnections int
+	// ConnectTimeout is the time a new connection has to send CONNECT (default 10 s).
+	ConnectTimeout time.Duration
+	// MaxKeepAlive is the largest keep-alive in seconds a client may ask for; 0 means no limit. A
+	// client asking for more, or for 0 ("never"), while it is set gets CONNACK 0x02.
+	MaxKeepAlive uint16
+	// MaxPendingBytes bounds a connection's unwritten output (default 1 MiB): QoS 0 messages over
+	// it are dropped, and a connection with four times as much is closed as a slow consumer.
+	MaxPendingBytes int
+	// Workers is the number of event loops (default GOMAXPROCS).
+	Workers int
+	// Tick is the resolution of the keep-alive timer wheel (default 250 ms).
+	Tick time.Duration
+	// Logger receives the server's log lines; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxPacketSize <= 0 {
+		o.MaxPacketSize = 1 << 20
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.MaxPendingBytes <= 0 {
+		o.MaxPendingBytes = 1 << 20
+	}
+	if o.Workers <= 0 {
+		o.Workers = max(1, runtimeProcs())
+	}
+	if o.Tick <= 0 {
+		o.Tick = 250 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Server serves MQTT connections for one broker. Create it with New, call Serve for each listener
+// and Shutdown once to stop.
+type Server struct {
+	opts   Options
+	broker *broker.Broker
+	log    *slog.Logger
+
+	baseCtx context.Context // passed to broker calls that may block; cancelled by Shutdown
+	cancel  context.CancelFunc
+
+	loops []*loop
+	next  atomic.Uint32 // round-robin loop choice
+	wheel *wheel
+	conns []atomic.Pointer[conn] // indexed by fd
+	open  atomic.Int64           // connections accepted and not yet closed
+	gen   atomic.Uint32
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{} // guarded by mu
+	closing   bool                      // guarded by mu
+	drained   chan struct{}             // closed when open reaches 0 during shutdown; guarded by mu
+
+	wg       sync.WaitGroup // loops, wheel
+	acceptWG sync.WaitGroup // Serve calls
+	lastWarn atomic.Int64   // unix ms of the last rate-limited warning
+}
+
+// New creates a server for b and starts its event loops and timer wheel; Shutdown stops them.
+func New(b *broker.Broker, opts Options) (*Server, error) {
+	opts.setDefaults()
+	s := &Server{opts: opts, broker: b, log: opts.Logger, listeners: make(map[net.Listener]struct{})}
+	s.baseCtx, s.cancel = context.WithCancel(context.Background())
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return nil, fmt.Errorf("server: read fd limit: %w", err)
+	}
+	if lim.Cur < lim.Max {
+		// The broker wants every descriptor it may have; raising the soft limit to the hard one is
+		// what Go itself does for os/exec-free programs since 1.19, so this is normally a no-op.
+		lim.Cur = lim.Max
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim) // best effort: the table below follows the actual limit
+		_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+	}
+	size := min(max(lim.Cur, 1024), 1<<22)
+	s.conns = make([]atomic.Pointer[conn], size)
+	for i := 0; i < opts.Workers; i++ {
+		l, err := newLoop(s)
+		if err != nil {
+			for _, l := range s.loops {
+				l.closeFDs()
+			}
+			return nil, err
+		}
+		s.loops = append(s.loops, l)
+	}
+	s.wheel = newWheel(s, opts.Tick)
+	for _, l := range s.loops {
+		s.goFunc(l.run)
+	}
+	s.goFunc(s.wheel.run)
+	return s, nil
+}
+
+// goFunc runs f in a goroutine that the server waits for in Shutdown.
+func (s *Server) goFunc(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Serve accepts connections on l until l is closed or Shutdown is called. name labels the
+// listener in logs and in the auth.Client of its connections. It returns ErrServerClosed after
+// Shutdown, or the error that stopped Accept.
+func (s *Server) Serve(l net.Listener, name string) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.acceptWG.Add(1)
+	s.mu.Unlock()
+	defer s.acceptWG.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
+				// Out of descriptors or a transient failure: back off (5 ms doubling to 1 s) instead of
+				// spinning, as net/http does.
+				backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
+				s.warnRateLimited("accept failed; backing off", "listener", name, "error", err, "backoff", backoff)
+				if !s.sleep(backoff) {
+					return ErrServerClosed
+				}
+				continue
+			}
+			return fmt.Errorf("server: accept on %s: %w", name, err)
+		}
+		backoff = 0
+		s.accept(nc, name)
+	}
+}
+
+// sleep waits d or until Shutdown; it reports whether the server is still running.
+func (s *Server) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.baseCtx.Done():
+		return false
+	}
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// warnRateLimited logs at warn level at most once a second, for conditions a hostile peer can
+// trigger at will (connection floods).
+func (s *Server) warnRateLimited(msg string, args ...any) {
+	now := time.Now().UnixMilli()
+	last := s.lastWarn.Load()
+	if now-last < 1000 || !s.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn(msg, args...)
+}
+
+// accept turns a net.Conn into a parked fd.
+func (s *Server) accept(nc net.Conn, listener string) {
+	var remote netip.AddrPort
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		remote = ta.AddrPort()
+	}
+	if max := s.opts.MaxConnections; max > 0 && s.open.Load() >= int64(max) {
+		nc.Close()
+		s.warnRateLimited("connection refused: max_connections reached", "listener", listener, "remote", remote.String(), "limit", max)
+		return
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		nc.Close()
+		s.log.Error("connection refused: transport does not expose a file descriptor", "listener", listener)
+		return
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		nc.Close()
+		s.log.Error("connection refused", "listener", listener, "error", err)
+		return
+	}
+	fd := -1
+	cerr := raw.Control(func(f uintptr) {
+		fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	// The dup shares the open file description (non-blocking already); closing the net.Conn frees
+	// the runtime's poll descriptor so that an idle connection holds none.
+	nc.Close()
+	if cerr != nil || err != nil {
+		s.warnRateLimited("connection refused: dup failed", "listener", listener, "error", errors.Join(cerr, err))
+		return
+	}
+	if fd >= len(s.conns) {
+		unix.Close(fd)
+		s.warnRateLimited("connection refused: descriptor beyond the server's table", "fd", fd)
+		return
+	}
+	c := &conn{srv: s, fd: int32(fd), gen: s.gen.Add(1), listener: listener, remote: remote}
+	c.anon = newAnonID()
+	c.loop = s.loops[int(s.next.Add(1))%len(s.loops)]
+	c.lastActive.Store(s.wheel.now())
+	c.timeout.Store(s.opts.ConnectTimeout.Milliseconds())
+	s.open.Add(1)
+	s.conns[fd].Store(c)
+	s.wheel.add(c)
+	if err := c.loop.register(c); err != nil {
+		s.log.Error("connection refused: epoll register", "error", err)
+		c.close(err)
+		return
+	}
+	s.log.Debug("connection accepted", "conn", c.provisionalID(), "listener", listener, "remote", remote.String())
+}
+
+// lookup returns the live connection with the given fd and generation, or nil.
+func (s *Server) lookup(fd int32, gen uint32) *conn {
+	if fd < 0 || int(fd) >= len(s.conns) {
+		return nil
+	}
+	c := s.conns[fd].Load()
+	if c == nil || c.gen != gen {
+		return nil
+	}
+	return c
+}
+
+// closed is called once per connection after its fd was closed.
+func (s *Server) closed() {
+	if s.open.Add(-1) == 0 {
+		s.mu.Lock()
+		if s.drained != nil {
+			close(s.drained)
+			s.drained = nil
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Stats is a snapshot of the server's connection counters.
+type Stats struct {
+	Open int64 // connections accepted and not yet closed, CONNECT received or not
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats { return Stats{Open: s.open.Load()} }
+
+// Shutdown stops the server gracefully: it closes the listeners, closes every connection (their
+// wills are published, as for any close other than DISCONNECT), waits until they are gone, then
+// stops the event loops and the timer wheel and waits for every goroutine it started. It returns
+// ctx.Err() if ctx ends first; the goroutines are still told to stop.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.closing = true
+	drained := make(chan struct{})
+	s.drained = drained
+	for l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.acceptWG.Wait()
+
+	if s.open.Load() == 0 {
+		s.mu.Lock()
+		if s.drained != nil {
+			close(s.drained)
+			s.drained = nil
+		}
+		s.mu.Unlock()
+	}
+	for i := range s.conns {
+		if c := s.conns[i].Load(); c != nil {
+			c.close(errShutdown)
+		}
+	}
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	for _, l := range s.loops {
+		l.stop()
+	}
+	s.wheel.stop()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		for _, l := range s.loops {
+			l.closeFDs()
+		}
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	return err
+}

@@ -1,0 +1,210 @@
+// Package session holds the state of one MQTT client session: what must outlive a network
+// connection when the client connects with CleanSession=0 ([MQTT-3.1.2-4]).
+//
+// A Session does no I/O and starts no goroutines. It is plain state that the broker mutates under
+// its own lock and that a store can later save and restore: subscriptions, the will, the packet
+// identifier allocator, outbound QoS 1/2 messages awaiting acknowledgement and inbound QoS 2 packet
+// identifiers awaiting PUBREL. A Session is not safe for concurrent use; the broker serialises access.
+package session
+
+import (
+	"errors"
+
+	"github.com/iotd/iotd/internal/packet"
+)
+
+// ErrNoPacketID is returned by Session.Send when all 65,535 packet identifiers are in flight.
+var ErrNoPacketID = errors.New("session: every packet identifier is in use")
+
+// ErrUnknownPacketID is returned by the acknowledgement methods for an identifier that is not in
+// flight in the expected state. The caller ignores such an acknowledgement (it may be a duplicate
+// after a reconnect); it is not a protocol violation.
+var ErrUnknownPacketID = errors.New("session: unknown packet identifier")
+
+// Message is an application message kept by the broker beyond the packet it arrived in: a retained
+// message, a will, or a message in flight to a subscriber. Its fields are owned copies, never views
+// into a read buffer, and are not modified after creation, so one Message may be shared.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     packet.QoS
+	Retain  bool
+}
+
+// NewMessage copies topic and payload into a new Message.
+func NewMessage(topic []byte, payload []byte, qos packet.QoS, retain bool) *Message {
+	return &Message{Topic: string(topic), Payload: append([]byte(nil), payload...), QoS: qos, Retain: retain}
+}
+
+// State is where an outbound QoS 1 or 2 message is in its acknowledgement flow.
+type State byte
+
+const (
+	// AwaitPuback: a QoS 1 PUBLISH was sent; PUBACK completes it.
+	AwaitPuback State = iota + 1
+	// AwaitPubrec: a QoS 2 PUBLISH was sent; PUBREC moves it on.
+	AwaitPubrec
+	// AwaitPubcomp: PUBREL was sent after PUBREC; PUBCOMP completes it.
+	AwaitPubcomp
+)
+
+// Inflight is an outbound QoS 1 or 2 message that has a packet identifier and has not completed.
+type Inflight struct {
+	PacketID uint16
+	Msg      *Message
+	QoS      packet.QoS // the QoS it is delivered at (the minimum of publish and granted QoS)
+	State    State
+}
+
+// Session is the state of one client session.
+type Session struct {
+	// ClientID is the client identifier the session belongs to.
+	ClientID string
+	// Clean is the CleanSession flag of the connection that owns the session.
+	Clean bool
+	// Subscriptions maps each topic filter to its granted QoS.
+	Subscriptions map[string]packet.QoS
+	// Will is the will message of the current connection, nil when it has none.
+	Will *Message
+
+	lastID      uint16
+	inflight    map[uint16]*Inflight
+	order       []uint16 // packet ids of inflight in the order they were first sent ([MQTT-4.6.0-1])
+	awaitingRel map[uint16]struct{}
+}
+
+// New returns an empty session for clientID.
+func New(clientID string, clean bool) *Session {
+	return &Session{ClientID: clientID, Clean: clean}
+}
+
+// Subscribe records filter with its granted QoS, replacing an earlier subscription to the same
+// filter ([MQTT-3.8.4-3]). It reports whether the filter is new to the session.
+func (s *Session) Subscribe(filter string, qos packet.QoS) (added bool) {
+	if s.Subscriptions == nil {
+		s.Subscriptions = make(map[string]packet.QoS)
+	}
+	_, existed := s.Subscriptions[filter]
+	s.Subscriptions[filter] = qos
+	return !existed
+}
+
+// Unsubscribe removes filter; it reports whether the session had it.
+func (s *Session) Unsubscribe(filter string) (removed bool) {
+	if _, ok := s.Subscriptions[filter]; !ok {
+		return false
+	}
+	delete(s.Subscriptions, filter)
+	return true
+}
+
+// Send assigns a free packet identifier to msg for delivery at qos (1 or 2) and records it in
+// flight. Identifiers count up from 1, wrap after 65,535 and skip those still in flight
+// ([MQTT-2.3.1-2]); when all are in use it returns ErrNoPacketID and records nothing.
+func (s *Session) Send(msg *Message, qos packet.QoS) (*Inflight, error) {
+	if len(s.inflight) >= 65535 {
+		return nil, ErrNoPacketID
+	}
+	if s.inflight == nil {
+		s.inflight = make(map[uint16]*Inflight)
+	}
+	id := s.lastID
+	for {
+		id++
+		if id == 0 {
+			id = 1
+		}
+		if _, used := s.inflight[id]; !used {
+			break
+		}
+	}
+	s.lastID = id
+	st := AwaitPuback
+	if qos == packet.QoS2 {
+		st = AwaitPubrec
+	}
+	f := &Inflight{PacketID: id, Msg: msg, QoS: qos, State: st}
+	s.inflight[id] = f
+	s.order = append(s.order, id)
+	return f, nil
+}
+
+// Puback completes a QoS 1 delivery ([MQTT-4.3.2-1]).
+func (s *Session) Puback(id uint16) error { return s.complete(id, AwaitPuback) }
+
+// Pubrec moves a QoS 2 delivery from "PUBLISH sent" to "PUBREL sent"; the caller sends PUBREL
+// ([MQTT-4.3.3-1]). A repeated PUBREC for a message already in AwaitPubcomp is accepted again so
+// the caller re-sends PUBREL.
+func (s *Session) Pubrec(id uint16) error {
+	f, ok := s.inflight[id]
+	if !ok || f.QoS != packet.QoS2 {
+		return ErrUnknownPacketID
+	}
+	f.State = AwaitPubcomp
+	f.Msg = nil // the message itself is no longer needed once PUBREC arrived ([MQTT-4.3.3-1])
+	return nil
+}
+
+// Pubcomp completes a QoS 2 delivery.
+func (s *Session) Pubcomp(id uint16) error { return s.complete(id, AwaitPubcomp) }
+
+func (s *Session) complete(id uint16, want State) error {
+	f, ok := s.inflight[id]
+	if !ok || f.State != want {
+		return ErrUnknownPacketID
+	}
+	delete(s.inflight, id)
+	for i, o := range s.order {
+		if o == id {
+			s.order = append(s.order[:i], s.order[i+1:]...)
+			break
+		}
+	}
+	if len(s.inflight) == 0 {
+		s.inflight, s.order = nil, nil // release the maps of a quiet session
+	}
+	return nil
+}
+
+// InflightLen returns the number of outbound messages awaiting acknowledgement.
+func (s *Session) InflightLen() int { return len(s.inflight) }
+
+// Inflight returns the outbound messages awaiting acknowledgement in the order they were first
+// sent, for re-sending after a reconnect ([MQTT-4.4.0-1]).
+func (s *Session) Inflight() []*Inflight {
+	out := make([]*Inflight, 0, len(s.order))
+	for _, id := range s.order {
+		out = append(out, s.inflight[id])
+	}
+	return out
+}
+
+// ReceiveQoS2 records an inbound QoS 2 packet identifier. It reports whether the message is new
+// and must be routed; a retransmitted PUBLISH with an identifier still awaiting PUBREL is not
+// routed again ([MQTT-4.3.3-2]).
+func (s *Session) ReceiveQoS2(id uint16) (isNew bool) {
+	if _, dup := s.awaitingRel[id]; dup {
+		return false
+	}
+	if s.awaitingRel == nil {
+		s.awaitingRel = make(map[uint16]struct{})
+	}
+	s.awaitingRel[id] = struct{}{}
+	return true
+}
+
+// Pubrel forgets an inbound QoS 2 packet identifier; the caller answers PUBCOMP whether or not it
+// was known ([MQTT-4.3.3-2]: the identifier may be reused after PUBREL).
+func (s *Session) Pubrel(id uint16) (known bool) {
+	if _, ok := s.awaitingRel[id]; !ok {
+		return false
+	}
+	delete(s.awaitingRel, id)
+	if len(s.awaitingRel) == 0 {
+		s.awaitingRel = nil
+	}
+	return true
+}
+
+// AwaitingRelLen returns the number of inbound QoS 2 identifiers awaiting PUBREL.
+func (s *Session) AwaitingRelLen() int { return len(s.awaitingRel) }
