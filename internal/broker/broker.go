@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -83,6 +84,18 @@ type Broker struct {
 	stats struct {
 		received, delivered, dropped, retainRefused atomic.Uint64
 	}
+	lastDropWarn atomic.Int64 // unix ms of the last drop warning
+}
+
+// warnDrop logs a dropped delivery, at most once a second: a stuck subscriber can cause millions.
+// cl.mu is held.
+func (b *Broker) warnDrop(cl *Client, total uint64) {
+	now := time.Now().UnixMilli()
+	last := b.lastDropWarn.Load()
+	if now-last < 1000 || !b.lastDropWarn.CompareAndSwap(last, now) {
+		return
+	}
+	b.log.Warn("delivery dropped: slow consumer or closed connection", "client_id", cl.sess.ClientID, "dropped_total", total)
 }
 
 // Client is a session registered in the broker together with the connection currently bound to it
@@ -421,7 +434,8 @@ func (b *Broker) enqueueLocked(cl *Client, bt *Batch, enc []byte, droppable bool
 		bt.Add(conn)
 	}
 	if !ok {
-		b.stats.dropped.Add(1)
+		n := b.stats.dropped.Add(1)
+		b.warnDrop(cl, n)
 		return
 	}
 	if droppable || enc[0]>>4 == byte(packet.TypePublish) {

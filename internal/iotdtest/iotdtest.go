@@ -107,6 +107,9 @@ func Start(t testing.TB, sopts server.Options, bopts broker.Options) *Env {
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln, "test") }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("broker log:\n%s", logs)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), Timeout)
 		defer cancel()
 		if err := s.Shutdown(ctx); err != nil {

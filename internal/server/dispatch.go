@@ -54,14 +54,14 @@ func (l *loop) dispatch(c *conn, h packet.FixedHeader, body []byte) {
 			l.send(c, l.scr)
 		}
 	case packet.TypePuback, packet.TypePubrec, packet.TypePubcomp:
-		id, err := ackID(h, body)
+		id, err := ackID(h, body, c.version)
 		if err != nil {
 			c.close(violation(err))
 			return
 		}
 		b.Ack(cl, h.Type, id, &l.batch)
 	case packet.TypePubrel:
-		id, err := ackID(h, body)
+		id, err := ackID(h, body, c.version)
 		if err != nil {
 			c.close(violation(err))
 			return
@@ -111,8 +111,8 @@ func (l *loop) dispatch(c *conn, h packet.FixedHeader, body []byte) {
 	}
 }
 
-func ackID(h packet.FixedHeader, body []byte) (uint16, error) {
-	pk, err := packet.Decode(h, body, 0)
+func ackID(h packet.FixedHeader, body []byte, version byte) (uint16, error) {
+	pk, err := packet.Decode(h, body, version)
 	if err != nil {
 		return 0, err
 	}
