@@ -20,17 +20,18 @@ var ErrBadCredentials = errors.New("auth: bad username or password")
 // (CONNACK 0x05 in MQTT 3.1.1).
 var ErrNotAuthorized = errors.New("auth: not authorized")
 
-// Client identifies a connecting or connected client to an Authenticator or Authorizer.
+// Client identifies a connected client to an Authorizer. It is kept for the life of the connection,
+// so it holds only what authorization needs.
 type Client struct {
-	ClientID   string // the client identifier from CONNECT (or the one the server assigned)
-	Username   string // empty when HasUsername is false
-	Listener   string // name of the listener the connection arrived on
-	RemoteAddr string // the peer's address, host:port
+	ClientID string // the client identifier from CONNECT (or the one the server assigned)
+	Username string // empty when the client sent none
 }
 
-// Credentials are what a client presents in CONNECT.
+// Credentials are what a client presents in CONNECT, and where it came from.
 type Credentials struct {
 	Client
+	Listener    string // name of the listener the connection arrived on
+	RemoteAddr  string // the peer's address, host:port
 	HasUsername bool
 	Password    []byte
 	HasPassword bool

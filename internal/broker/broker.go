@@ -203,9 +203,13 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 		// [MQTT-3.1.3-6] the server assigns a unique client id.
 		clientID = "iotd-" + uuid.NewString()
 	}
-	id := auth.Client{ClientID: clientID, Username: c.Username, Listener: r.Listener, RemoteAddr: r.RemoteAddr}
+	key := keyPrefix + clientID
+	// The session and the authorizer share the key's bytes rather than another copy of the id.
+	clientID = key[len(keyPrefix):]
+	id := auth.Client{ClientID: clientID, Username: c.Username}
 	if a := b.opts.Authenticator; a != nil {
-		err := a.Authenticate(ctx, &auth.Credentials{Client: id, HasUsername: c.HasUsername, Password: c.Password, HasPassword: c.HasPassword})
+		err := a.Authenticate(ctx, &auth.Credentials{Client: id, Listener: r.Listener, RemoteAddr: r.RemoteAddr,
+			HasUsername: c.HasUsername, Password: c.Password, HasPassword: c.HasPassword})
 		switch {
 		case err == nil:
 		case errors.Is(err, auth.ErrBadCredentials):
@@ -222,7 +226,6 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 		will = &session.Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}
 	}
 
-	key := keyPrefix + clientID
 	b.mu.Lock()
 	cl := b.clients[key]
 	if cl == nil {

@@ -47,42 +47,50 @@ func levelFor(reason error) slog.Level {
 
 // conn is one client connection, parked in an epoll instance as a raw fd.
 //
-// The fields under "owner" are touched only by the goroutine that currently owns the connection:
-// the event loop while busy is set, or the closer after the fd is closed. mu guards the rest.
+// Fields marked "owner" are touched only by the goroutine that currently owns the connection: the
+// event loop while busy is set, or the closer after the fd is closed. The struct is kept small
+// (field order packs it into a 208-byte size class): it is most of what an idle connection costs.
 type conn struct {
-	srv      *Server
 	loop     *loop
-	fd       int32
-	gen      uint32 // tells this connection from a later one that reuses its fd number
-	listener string
+	listener *string // the listener's name
 	remote   netip.AddrPort
 	anon     [16]byte // provisional id until CONNECT is accepted: __anon_<uuid>
 
-	mu        sync.Mutex
-	busy      bool   // an event loop is handling this connection; it re-arms the fd when done
-	closed    bool   // the fd is closed
-	scheduled bool   // in some Batch awaiting Flush
-	wantOut   bool   // pending output waits for EPOLLOUT
-	out       []byte // pending output, from outPool; nil when empty
-	outOff    int    // bytes of out already written
-	reason    error  // why the connection is closing
+	mu     sync.Mutex
+	out    []byte // pending output, from outPool; nil when empty; guarded by mu
+	outOff int    // bytes of out already written; guarded by mu
+	reason error  // why the connection is closing; guarded by mu
 
 	closing   atomic.Bool // close requested; the owner stops dispatching
 	connected atomic.Bool // CONNECT accepted (read by the wheel to name the timeout)
 
 	// owner
-	client   *broker.Client // set once CONNECT is accepted
-	graceful bool           // DISCONNECT received
-	version  byte           // protocol level from CONNECT
-	partial  []byte         // unfinished packet between reads; nil when none
-	need     int            // total length of the packet in partial, once known
+	client  *broker.Client // set once CONNECT is accepted
+	partial *partial       // unfinished packet between reads; nil when none
 
 	// keep-alive (see wheel)
 	lastActive atomic.Int64 // wheel clock, ms
-	timeout    atomic.Int64 // ms; 0 = none
 	wprev      *conn        // guarded by wheel.mu
 	wnext      *conn        // guarded by wheel.mu
+	timeout    atomic.Int32 // ms; 0 = none (1.5 x 65,535 s fits)
 	wslot      int32        // guarded by wheel.mu; -1 when not in the wheel
+
+	fd  int32
+	gen uint32 // tells this connection from a later one that reuses its fd number
+
+	busy      bool // guarded by mu: an event loop is handling this connection; it re-arms the fd when done
+	closed    bool // guarded by mu: the fd is closed
+	scheduled bool // guarded by mu: in some Batch awaiting Flush
+	wantOut   bool // guarded by mu: pending output waits for EPOLLOUT
+	graceful  bool // owner: DISCONNECT received
+	version   byte // owner: protocol level from CONNECT
+}
+
+// partial is an unfinished packet kept between reads. Fields are owned by the event loop that
+// owns the connection.
+type partial struct {
+	buf  []byte
+	need int // total length of a packet larger than the loop's read buffer; 0 otherwise
 }
 
 func newAnonID() [16]byte { return uuid.New() }
@@ -111,7 +119,7 @@ func (c *conn) Enqueue(b []byte, droppable bool) (ok, schedule bool) {
 		return false, false
 	}
 	pending := len(c.out) - c.outOff
-	limit := c.srv.opts.MaxPendingBytes
+	limit := c.loop.srv.opts.MaxPendingBytes
 	if droppable && pending+len(b) > limit {
 		return false, false
 	}
@@ -225,14 +233,14 @@ func (c *conn) finalizeIfIdleLocked() bool {
 	c.closed = true
 	// Remove the fd from epoll and from the table before closing it: the number is reused at once.
 	_ = unix.EpollCtl(c.loop.epfd, unix.EPOLL_CTL_DEL, int(c.fd), nil) // ENOENT if never registered; nothing to undo
-	c.srv.conns[c.fd].CompareAndSwap(c, nil)
+	c.loop.srv.conns[c.fd].CompareAndSwap(c, nil)
 	unix.Close(int(c.fd))
 	return true
 }
 
 // afterClose runs once, outside c.mu, after the fd was closed.
 func (c *conn) afterClose() {
-	s := c.srv
+	s := c.loop.srv
 	s.wheel.remove(c)
 	c.partial = nil
 	reason := c.reason

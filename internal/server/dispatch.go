@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/iotd/iotd/internal/broker"
 	"github.com/iotd/iotd/internal/packet"
@@ -160,7 +161,7 @@ func (l *loop) connect(c *conn, h packet.FixedHeader, body []byte) {
 		}
 	}
 	cl, code := l.srv.broker.Connect(l.srv.baseCtx, broker.ConnectRequest{
-		Connect: cp, Conn: c, Listener: c.listener, RemoteAddr: c.remote.String(),
+		Connect: cp, Conn: c, Listener: *c.listener, RemoteAddr: c.remote.String(),
 	}, &l.batch)
 	if code != packet.Accepted {
 		l.refuse(c, code, fmt.Errorf("%w: %s", errRefused, code))
@@ -171,10 +172,12 @@ func (l *loop) connect(c *conn, h packet.FixedHeader, body []byte) {
 	c.version = cp.ProtocolLevel
 	c.lastActive.Store(l.srv.wheel.now())
 	// [MQTT-3.1.2-24] close after 1.5 times the keep-alive without a control packet.
-	c.timeout.Store(int64(cp.KeepAlive) * 1500)
+	c.timeout.Store(int32(cp.KeepAlive) * 1500)
 	l.srv.wheel.reset(c)
-	l.srv.log.Debug("client connected", "client_id", cl.ClientID(), "conn", c.provisionalID(), "session", cl.Key(),
+	if l.srv.log.Enabled(l.srv.baseCtx, slog.LevelDebug) { // the arguments cost allocations
+		l.srv.log.Debug("client connected", "client_id", cl.ClientID(), "conn", c.provisionalID(), "session", cl.Key(),
 		"clean_session", cp.CleanSession, "keep_alive", cp.KeepAlive, "remote", c.remote.String())
+	}
 }
 
 // refuse answers CONNECT with a refusing CONNACK and closes ([MQTT-3.2.2-4], [MQTT-3.2.2-5]).

@@ -154,18 +154,21 @@ func (l *loop) handle(c *conn, events uint32) {
 
 // read reads what the socket has (one read) and dispatches every whole packet.
 func (l *loop) read(c *conn) {
-	if c.need > len(l.buf) {
+	if c.partial != nil && c.partial.need > 0 {
 		l.readLarge(c)
 		return
 	}
-	n0 := copy(l.buf, c.partial)
+	n0 := 0
+	if c.partial != nil {
+		n0 = copy(l.buf, c.partial.buf)
+	}
 	n, err := unix.Read(int(c.fd), l.buf[n0:])
 	if err != nil || n == 0 {
 		l.readFailed(c, n, err)
 		return
 	}
 	l.touch(c)
-	c.partial, c.need = nil, 0
+	c.partial = nil
 	rest := l.process(c, l.buf[:n0+n])
 	if len(rest) == 0 || c.closing.Load() {
 		return
@@ -174,36 +177,35 @@ func (l *loop) read(c *conn) {
 	// as its bytes arrive, so a client announcing a big packet and stalling holds little.
 	h, hn, err := packet.ParseFixedHeader(rest, l.srv.opts.MaxPacketSize)
 	if err == nil && hn+h.RemainingLength > len(l.buf) {
-		c.need = hn + h.RemainingLength
-		c.partial = make([]byte, len(rest), min(c.need, max(2*len(rest), 4096)))
-		copy(c.partial, rest)
+		need := hn + h.RemainingLength
+		buf := make([]byte, len(rest), min(need, max(2*len(rest), 4096)))
+		copy(buf, rest)
+		c.partial = &partial{buf: buf, need: need}
 		return
 	}
-	c.partial = append([]byte(nil), rest...)
+	c.partial = &partial{buf: append([]byte(nil), rest...)}
 }
 
 // readLarge continues a packet larger than the loop buffer, reading into its own buffer.
 func (l *loop) readLarge(c *conn) {
 	p := c.partial
-	if len(p) == cap(p) {
-		np := make([]byte, len(p), min(c.need, 2*cap(p)))
-		copy(np, p)
-		p = np
+	if len(p.buf) == cap(p.buf) {
+		nb := make([]byte, len(p.buf), min(p.need, 2*cap(p.buf)))
+		copy(nb, p.buf)
+		p.buf = nb
 	}
-	n, err := unix.Read(int(c.fd), p[len(p):cap(p)])
+	n, err := unix.Read(int(c.fd), p.buf[len(p.buf):cap(p.buf)])
 	if err != nil || n == 0 {
-		c.partial = p
 		l.readFailed(c, n, err)
 		return
 	}
 	l.touch(c)
-	p = p[:len(p)+n]
-	if len(p) < c.need {
-		c.partial = p
+	p.buf = p.buf[:len(p.buf)+n]
+	if len(p.buf) < p.need {
 		return
 	}
-	c.partial, c.need = nil, 0
-	l.process(c, p)
+	c.partial = nil
+	l.process(c, p.buf)
 }
 
 func (l *loop) readFailed(c *conn, n int, err error) {

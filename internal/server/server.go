@@ -101,6 +101,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
+	names     map[string]*string        // guarded by mu: interned listener names, shared by conns
 	closing   bool                      // guarded by mu
 	drained   chan struct{}             // closed when open reaches 0 during shutdown; guarded by mu
 
@@ -267,11 +268,11 @@ func (s *Server) accept(nc net.Conn, listener string) {
 		s.warnRateLimited("connection refused: descriptor beyond the server's table", "fd", fd)
 		return
 	}
-	c := &conn{srv: s, fd: int32(fd), gen: s.gen.Add(1), listener: listener, remote: remote}
+	c := &conn{fd: int32(fd), gen: s.gen.Add(1), listener: s.listenerName(listener), remote: remote}
 	c.anon = newAnonID()
 	c.loop = s.loops[int(s.next.Add(1))%len(s.loops)]
 	c.lastActive.Store(s.wheel.now())
-	c.timeout.Store(s.opts.ConnectTimeout.Milliseconds())
+	c.timeout.Store(int32(min(s.opts.ConnectTimeout.Milliseconds(), 1<<31-1)))
 	s.open.Add(1)
 	s.conns[fd].Store(c)
 	s.wheel.add(c)
@@ -280,7 +281,24 @@ func (s *Server) accept(nc net.Conn, listener string) {
 		c.close(err)
 		return
 	}
-	s.log.Debug("connection accepted", "conn", c.provisionalID(), "listener", listener, "remote", remote.String())
+	if s.log.Enabled(s.baseCtx, slog.LevelDebug) { // the arguments cost allocations
+		s.log.Debug("connection accepted", "conn", c.provisionalID(), "listener", listener, "remote", remote.String())
+	}
+}
+
+// listenerName returns the interned copy of name, so that connections share one string.
+func (s *Server) listenerName(name string) *string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.names[name]; ok {
+		return p
+	}
+	if s.names == nil {
+		s.names = make(map[string]*string)
+	}
+	p := &name
+	s.names[name] = p
+	return p
 }
 
 // lookup returns the live connection with the given fd and generation, or nil.

@@ -46,7 +46,7 @@ func (w *wheel) add(c *conn) {
 }
 
 func (w *wheel) addLocked(c *conn) {
-	to := c.timeout.Load()
+	to := int64(c.timeout.Load())
 	if to <= 0 {
 		c.wslot = -1
 		return
@@ -128,7 +128,7 @@ func (w *wheel) advance(now int64, expired []*conn) []*conn {
 		for c != nil {
 			next := c.wnext
 			c.wprev, c.wnext, c.wslot = nil, nil, -1
-			to := c.timeout.Load()
+			to := int64(c.timeout.Load())
 			switch {
 			case to <= 0:
 			case c.lastActive.Load()+to <= now:
