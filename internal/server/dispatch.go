@@ -176,7 +176,7 @@ func (l *loop) connect(c *conn, h packet.FixedHeader, body []byte) {
 	l.srv.wheel.reset(c)
 	if l.srv.log.Enabled(l.srv.baseCtx, slog.LevelDebug) { // the arguments cost allocations
 		l.srv.log.Debug("client connected", "client_id", cl.ClientID(), "conn", c.provisionalID(), "session", cl.Key(),
-		"clean_session", cp.CleanSession, "keep_alive", cp.KeepAlive, "remote", c.remote.String())
+			"clean_session", cp.CleanSession, "keep_alive", cp.KeepAlive, "remote", c.remote.String())
 	}
 }
 
