@@ -137,6 +137,12 @@ func Dial(t testing.TB, addr string) *Client {
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
+	return Wrap(t, c)
+}
+
+// Wrap makes a raw client of an established connection (any transport); the connection is closed
+// when the test ends.
+func Wrap(t testing.TB, c net.Conn) *Client {
 	t.Cleanup(func() { c.Close() })
 	return &Client{t: t, Conn: c, r: packet.NewReader(c, 0)}
 }

@@ -108,6 +108,12 @@ func (l *loop) run() {
 				_, _ = unix.Read(l.wakefd, b[:]) // reset the counter; nothing else to do with it
 				continue
 			}
+			if ev.Fd < wakeFD {
+				if ls := l.srv.rawListenerByID(ev.Fd); ls != nil {
+					l.srv.acceptReady(ls)
+				}
+				continue
+			}
 			if c := l.srv.lookup(ev.Fd, uint32(ev.Pad)); c != nil {
 				l.handle(c, ev.Events)
 			}

@@ -102,6 +102,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
 	names     map[string]*string        // guarded by mu: interned listener names, shared by conns
+	raw       []*rawListener            // guarded by mu: listeners served from the event loops
 	closing   bool                      // guarded by mu
 	drained   chan struct{}             // closed when open reaches 0 during shutdown; guarded by mu
 
@@ -174,6 +175,13 @@ func (s *Server) Serve(l net.Listener, name string) error {
 		s.mu.Unlock()
 	}()
 
+	if sc, ok := l.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			if ls, err := s.newRawListener(raw, name); err == nil {
+				return s.serveRaw(ls)
+			}
+		}
+	}
 	var backoff time.Duration
 	for {
 		nc, err := l.Accept()
@@ -181,23 +189,150 @@ func (s *Server) Serve(l net.Listener, name string) error {
 			if s.isClosing() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) {
-				// Out of descriptors or a transient failure: back off (5 ms doubling to 1 s) instead of
-				// spinning, as net/http does.
-				backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
-				s.warnRateLimited("accept failed; backing off", "listener", name, "error", err, "backoff", backoff)
-				if !s.sleep(backoff) {
-					return ErrServerClosed
-				}
-				continue
+			if !s.backoff(&backoff, err, name) {
+				return fmt.Errorf("server: accept on %s: %w", name, err)
 			}
-			return fmt.Errorf("server: accept on %s: %w", name, err)
+			continue
 		}
 		backoff = 0
 		s.accept(nc, name)
 	}
+}
+
+// rawListener is a listening socket served from an event loop: its descriptor (a dup of the
+// net.Listener's) sits in the first loop's epoll, level-triggered, and the loop accepts with
+// accept4(2) when it is readable. No net.Conn, address objects or runtime poll descriptor are made
+// per connection, which keeps both the accept rate up and the garbage (so the heap) down.
+type rawListener struct {
+	name string
+	fd   int
+	id   int32      // epoll data: listenerFD(id)
+	errs chan error // accept errors the loop cannot handle, for Serve to act on
+	loop *loop      // the loop whose epoll holds fd
+
+	mu     sync.Mutex // held while fd is used, so that Serve never closes it under the loop
+	closed bool       // guarded by mu
+}
+
+// listenerFD maps a listener id to the epoll data value that marks it (below wakeFD).
+func listenerFD(id int32) int32 { return wakeFD - 1 - id }
+
+func (s *Server) newRawListener(raw syscall.RawConn, name string) (*rawListener, error) {
+	fd := -1
+	var err error
+	if cerr := raw.Control(func(f uintptr) { fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil {
+		return nil, cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	ls := &rawListener{name: name, fd: fd, id: int32(len(s.raw)), errs: make(chan error, 1), loop: s.loops[0]}
+	s.raw = append(s.raw, ls)
+	s.mu.Unlock()
+	if err := ls.arm(unix.EPOLL_CTL_ADD); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return ls, nil
+}
+
+func (ls *rawListener) arm(op int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: listenerFD(ls.id)}
+	return unix.EpollCtl(ls.loop.epfd, op, ls.fd, &ev)
+}
+
+// rawListenerByID returns the listener marked by epoll data fd, or nil.
+func (s *Server) rawListenerByID(fd int32) *rawListener {
+	id := wakeFD - 1 - fd
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id < 0 || int(id) >= len(s.raw) {
+		return nil
+	}
+	return s.raw[id]
+}
+
+// acceptReady accepts up to a batch of connections from a readable listener (on its loop).
+func (s *Server) acceptReady(ls *rawListener) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for i := 0; i < 256 && !ls.closed; i++ {
+		fd, sa, err := unix.Accept4(ls.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch err {
+		case nil:
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		default:
+			// Stop watching the listener (level-triggered, it would spin) and let Serve decide.
+			_ = unix.EpollCtl(ls.loop.epfd, unix.EPOLL_CTL_DEL, ls.fd, nil) // Serve re-adds it after its backoff
+			select {
+			case ls.errs <- err:
+			default:
+			}
+			return
+		}
+		remote := sockaddrAddrPort(sa)
+		if remote.IsValid() {
+			// Go's net package sets TCP_NODELAY on every TCP connection; so does IoTD: MQTT packets
+			// are small and latency matters more than segment count.
+			_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) // best effort, as in net
+		}
+		s.acceptFD(fd, remote, ls.name)
+	}
+}
+
+// serveRaw waits while a loop accepts for ls, backing off after transient accept errors.
+func (s *Server) serveRaw(ls *rawListener) error {
+	defer func() {
+		ls.mu.Lock()
+		ls.closed = true
+		_ = unix.EpollCtl(ls.loop.epfd, unix.EPOLL_CTL_DEL, ls.fd, nil) // ENOENT if an error removed it already
+		unix.Close(ls.fd)
+		ls.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		select {
+		case <-s.baseCtx.Done():
+			return ErrServerClosed
+		case err := <-ls.errs:
+			if !s.backoff(&backoff, err, ls.name) {
+				if s.isClosing() {
+					return ErrServerClosed
+				}
+				return fmt.Errorf("server: accept on %s: %w", ls.name, err)
+			}
+			if err := ls.arm(unix.EPOLL_CTL_ADD); err != nil {
+				return fmt.Errorf("server: accept on %s: %w", ls.name, err)
+			}
+		}
+	}
+}
+
+// backoff sleeps after a transient accept error (out of descriptors, a timeout), 5 ms doubling to
+// 1 s as net/http does, instead of spinning. It reports false for a permanent error or Shutdown.
+func (s *Server) backoff(d *time.Duration, err error, name string) bool {
+	var ne net.Error
+	if !(errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)) {
+		return false
+	}
+	*d = min(max(*d*2, 5*time.Millisecond), time.Second)
+	s.warnRateLimited("accept failed; backing off", "listener", name, "error", err, "backoff", *d)
+	return s.sleep(*d)
+}
+
+func sockaddrAddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
 }
 
 // sleep waits d or until Shutdown; it reports whether the server is still running.
@@ -229,16 +364,11 @@ func (s *Server) warnRateLimited(msg string, args ...any) {
 	s.log.Warn(msg, args...)
 }
 
-// accept turns a net.Conn into a parked fd.
+// accept turns a net.Conn from a listener without a descriptor of its own into a parked fd.
 func (s *Server) accept(nc net.Conn, listener string) {
 	var remote netip.AddrPort
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		remote = ta.AddrPort()
-	}
-	if max := s.opts.MaxConnections; max > 0 && s.open.Load() >= int64(max) {
-		nc.Close()
-		s.warnRateLimited("connection refused: max_connections reached", "listener", listener, "remote", remote.String(), "limit", max)
-		return
 	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
@@ -261,6 +391,16 @@ func (s *Server) accept(nc net.Conn, listener string) {
 	nc.Close()
 	if cerr != nil || err != nil {
 		s.warnRateLimited("connection refused: dup failed", "listener", listener, "error", errors.Join(cerr, err))
+		return
+	}
+	s.acceptFD(fd, remote, listener)
+}
+
+// acceptFD registers a new connection's non-blocking fd, or closes it when over a limit.
+func (s *Server) acceptFD(fd int, remote netip.AddrPort, listener string) {
+	if max := s.opts.MaxConnections; max > 0 && s.open.Load() >= int64(max) {
+		unix.Close(fd)
+		s.warnRateLimited("connection refused: max_connections reached", "listener", listener, "remote", remote.String(), "limit", max)
 		return
 	}
 	if fd >= len(s.conns) {

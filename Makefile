@@ -1,0 +1,62 @@
+# IoTD build and test entry points. `make test` is the whole suite: what CI runs (.ci/run).
+GO      ?= go
+PKGS    := ./...
+FUZZTIME ?= 10s
+COVER_MIN ?= 90
+
+.PHONY: all build test unit fuzz fuzz-long cover-check idlemem idlemem-long vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -o bin/iotd ./cmd/iotd
+
+## test: vet, unit and integration tests under -race with per-package coverage, the coverage
+## floor for internal packages, a short fuzz run of every fuzz target, and a short idle-memory run.
+test: vet unit cover-check fuzz idlemem
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet $(PKGS)
+
+unit:
+	@mkdir -p coverage
+	$(GO) test -race -count=1 -timeout 8m -cover -coverprofile=coverage/cover.out $(PKGS) 2>&1 | tee coverage/test.txt
+
+## cover-check: every internal package with tests must be above COVER_MIN percent.
+cover-check:
+	@awk -v min=$(COVER_MIN) '/^ok/ && /internal\// && /coverage:/ { \
+		for (i = 1; i <= NF; i++) if ($$i == "coverage:") { pct = $$(i+1); sub("%", "", pct); \
+			printf "coverage %-45s %6s%%\n", $$2, pct; if (pct + 0 < min) { bad = bad " " $$2 } } } \
+		END { if (bad != "") { print "below " min "%:" bad; exit 1 } }' coverage/test.txt
+
+## fuzz: each fuzz target for FUZZTIME (short in CI; `make fuzz FUZZTIME=5m` for a long run).
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' internal); do \
+		dir=./$$(dirname $$f); \
+		for t in $$(grep -h -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/func //'); do \
+			echo "fuzz $$dir $$t ($(FUZZTIME))"; \
+			$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s $$dir; \
+		done; \
+	done
+
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=5m
+
+## idlemem: broker RSS per 1,000 idle connections (short: 1,000 connections, proves the tool works).
+idlemem: build
+	$(GO) run ./scripts/idlemem -n 1000 -settle 1s -- ./bin/iotd --listen 127.0.0.1:{port}
+
+## idlemem-long: the figures the roadmap asks for, 10,000 and 19,000 connections, next to Mosquitto if installed.
+idlemem-long: build
+	$(GO) run ./scripts/idlemem -n 10000 -- ./bin/iotd --listen 127.0.0.1:{port}
+	$(GO) run ./scripts/idlemem -n 19000 -- ./bin/iotd --listen 127.0.0.1:{port}
+	@if command -v mosquitto >/dev/null; then \
+		$(GO) run ./scripts/idlemem -n 10000 -- mosquitto -p {port}; \
+		$(GO) run ./scripts/idlemem -n 19000 -- mosquitto -p {port}; fi
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin coverage

@@ -1,0 +1,10 @@
+package server
+
+import (
+	"io"
+	"log/slog"
+)
+
+func slogText(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
