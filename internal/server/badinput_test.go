@@ -243,3 +243,38 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("listener still accepting")
 	}
 }
+
+func TestSlowConsumerDisconnected(t *testing.T) {
+	env := iotdtest.Start(t, server.Options{MaxPendingBytes: 16 << 10}, broker.Options{})
+	stuck := iotdtest.Dial(t, env.Addr)
+	stuck.Conn.(*net.TCPConn).SetReadBuffer(4096)
+	stuck.MustConnect("stuck1", true)
+	stuck.Subscribe(1, 1, "s/#") // QoS 1 deliveries are never dropped, so the connection is cut instead
+	pub := iotdtest.Dial(t, env.Addr)
+	pub.MustConnect("pub", true)
+	drained := make(chan struct{})
+	go func() { // the publisher reads its PUBACKs so that it is not a slow consumer itself
+		defer close(drained)
+		for {
+			if _, err := pub.TryRead(iotdtest.Timeout); err != nil {
+				return
+			}
+		}
+	}()
+	payload := []byte(strings.Repeat("x", 1000))
+	var batch []byte
+	for i := 0; i < 12000 && env.Server.Stats().Open >= 2; i++ {
+		batch = (&packet.Publish{Topic: []byte("s/1"), Payload: payload, QoS: 1, PacketID: uint16(i%60000 + 1)}).Append(batch)
+		if len(batch) > 64<<10 {
+			pub.SendRaw(batch)
+			batch = batch[:0]
+		}
+	}
+	env.Logs.WaitFor(t, "level=WARN", "slow consumer", "client_id=stuck1")
+	iotdtest.Eventually(t, func() bool { return env.Server.Stats().Open == 1 }, "stuck subscriber disconnected")
+	pub.Conn.Close()
+	<-drained
+	other := iotdtest.Dial(t, env.Addr)
+	other.MustConnect("other", true)
+	other.Ping()
+}

@@ -124,8 +124,12 @@ func (c *conn) Enqueue(b []byte, droppable bool) (ok, schedule bool) {
 		return false, false
 	}
 	if pending+len(b) > 4*limit {
+		// Far behind even on packets that must not be dropped: disconnect it. The caller's batch
+		// flush finalizes the close, since no event may ever come from a stuck socket.
 		c.requestCloseLocked(broker.ErrSlowConsumer)
-		return false, false
+		schedule = !c.scheduled
+		c.scheduled = true
+		return false, schedule
 	}
 	if c.out == nil {
 		c.out = (*outPool.Get().(*[]byte))[:0]
