@@ -32,9 +32,9 @@ type Credentials struct {
 	Client
 	Listener    string // name of the listener the connection arrived on
 	RemoteAddr  string // the peer's address, host:port
-	HasUsername bool
-	Password    []byte
-	HasPassword bool
+	HasUsername bool   // the username flag of CONNECT
+	Password    []byte // the password; nil when HasPassword is false
+	HasPassword bool   // the password flag of CONNECT
 }
 
 // Authenticator decides whether a CONNECT may proceed.

@@ -181,10 +181,10 @@ func (bt *Batch) Flush() {
 
 // ConnectRequest is an accepted-by-the-codec CONNECT and the connection it arrived on.
 type ConnectRequest struct {
-	Connect    *packet.Connect
-	Conn       Outbound
-	Listener   string
-	RemoteAddr string
+	Connect    *packet.Connect // the decoded CONNECT
+	Conn       Outbound        // the connection it arrived on
+	Listener   string          // the listener's name, for the authenticator
+	RemoteAddr string          // the peer's address, for the authenticator
 }
 
 // Connect authenticates a CONNECT and binds its connection to the session keyed by the client id,
@@ -380,9 +380,8 @@ func (b *Broker) route(from *Client, p *packet.Publish, kept *session.Message, b
 		}
 		if kept == nil {
 			kept = session.NewMessage(p.Topic, p.Payload, p.QoS, false)
-			// enc0 aliases bt.buf, which the QoS 1/2 encoding below reuses.
 		}
-		enc0 = nil
+		enc0 = nil // it aliases bt.buf, which the QoS 1/2 encoding below overwrites
 		cl.mu.Lock()
 		b.deliverLocked(cl, bt, kept, qos)
 		cl.mu.Unlock()

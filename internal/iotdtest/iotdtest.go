@@ -81,10 +81,10 @@ func (l *Logs) WaitFor(t testing.TB, parts ...string) string {
 
 // Env is a running broker and server listening on 127.0.0.1.
 type Env struct {
-	Addr   string
-	Broker *broker.Broker
-	Server *server.Server
-	Logs   *Logs
+	Addr   string         // host:port the server listens on
+	Broker *broker.Broker // the broker behind it
+	Server *server.Server // the server
+	Logs   *Logs          // everything both logged, at debug level
 }
 
 // Start runs a broker and server on 127.0.0.1:0 and shuts them down when the test ends. Zero
@@ -126,7 +126,7 @@ func Start(t testing.TB, sopts server.Options, bopts broker.Options) *Env {
 // and reports exactly what comes back.
 type Client struct {
 	t    testing.TB
-	Conn net.Conn
+	Conn net.Conn // the connection, for tests that need raw access
 	r    *packet.Reader
 }
 

@@ -29,7 +29,10 @@ var (
 // protocolError marks a close caused by the client breaking the protocol (logged at warn).
 type protocolError struct{ err error }
 
+// Error implements error.
 func (e protocolError) Error() string { return "protocol violation: " + e.err.Error() }
+
+// Unwrap returns the violation itself.
 func (e protocolError) Unwrap() error { return e.err }
 
 func violation(err error) error { return protocolError{err} }

@@ -25,10 +25,10 @@ var ErrUnknownPacketID = errors.New("session: unknown packet identifier")
 // message, a will, or a message in flight to a subscriber. Its fields are owned copies, never views
 // into a read buffer, and are not modified after creation, so one Message may be shared.
 type Message struct {
-	Topic   string
-	Payload []byte
-	QoS     packet.QoS
-	Retain  bool
+	Topic   string     // the topic name
+	Payload []byte     // the application message
+	QoS     packet.QoS // the QoS it was published with
+	Retain  bool       // the retain flag it was published with (set on retained messages)
 }
 
 // NewMessage copies topic and payload into a new Message.
@@ -50,10 +50,10 @@ const (
 
 // Inflight is an outbound QoS 1 or 2 message that has a packet identifier and has not completed.
 type Inflight struct {
-	PacketID uint16
-	Msg      *Message
+	PacketID uint16     // the identifier it was sent with
+	Msg      *Message   // the message; nil once PUBREC arrived (only the PUBREL flow remains)
 	QoS      packet.QoS // the QoS it is delivered at (the minimum of publish and granted QoS)
-	State    State
+	State    State      // where it is in its acknowledgement flow
 }
 
 // Session is the state of one client session.
