@@ -327,7 +327,7 @@ func (b *Broker) DiscardWill(cl *Client) {
 
 func (b *Broker) publishMessage(m *session.Message, bt *Batch) {
 	p := packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: []byte(m.Topic), Payload: m.Payload}
-	b.route(nil, &p, m, bt)
+	b.route(&p, bt)
 }
 
 // Publish routes a PUBLISH received from cl. The packet's Topic and Payload may alias a read
@@ -342,15 +342,15 @@ func (b *Broker) Publish(cl *Client, p *packet.Publish, bt *Batch) {
 			return
 		}
 	}
-	b.route(cl, p, nil, bt)
+	b.route(p, bt)
 }
 
-// route stores a retained message and delivers p to every matching subscriber. kept is p as a
-// Message when the caller already has one (wills), else nil and created only if needed.
-func (b *Broker) route(from *Client, p *packet.Publish, kept *session.Message, bt *Batch) {
+// route stores a retained message and delivers p to every matching subscriber.
+func (b *Broker) route(p *packet.Publish, bt *Batch) {
 	b.stats.received.Add(1)
+	var stored *session.Message
 	if p.Retain {
-		kept = b.retain(p, kept)
+		stored = b.retain(p)
 	}
 	b.subs.Match(p.Topic, &bt.matches)
 	subs := bt.matches.Subscribers()
@@ -360,6 +360,7 @@ func (b *Broker) route(from *Client, p *packet.Publish, kept *session.Message, b
 	// QoS 0 deliveries share one encoding. [MQTT-3.3.1-9] the retain flag is cleared on messages
 	// delivered to existing subscriptions.
 	var enc0 []byte
+	var live *session.Message // the message kept for QoS 1/2 deliveries, with RETAIN 0 as well
 	for _, s := range subs {
 		cl := s.Sub
 		qos := min(p.QoS, packet.QoS(s.QoS)) // [MQTT-3.8.4-6] downgrade to the granted QoS
@@ -378,12 +379,16 @@ func (b *Broker) route(from *Client, p *packet.Publish, kept *session.Message, b
 			cl.mu.Unlock()
 			continue
 		}
-		if kept == nil {
-			kept = session.NewMessage(p.Topic, p.Payload, p.QoS, false)
+		if live == nil {
+			if stored != nil { // share the retained copy's bytes; Messages are immutable
+				live = &session.Message{Topic: stored.Topic, Payload: stored.Payload, QoS: p.QoS}
+			} else {
+				live = session.NewMessage(p.Topic, p.Payload, p.QoS, false)
+			}
 		}
 		enc0 = nil // it aliases bt.buf, which the QoS 1/2 encoding below overwrites
 		cl.mu.Lock()
-		b.deliverLocked(cl, bt, kept, qos)
+		b.deliverLocked(cl, bt, live, qos)
 		cl.mu.Unlock()
 	}
 }
@@ -446,30 +451,28 @@ func (b *Broker) enqueueLocked(cl *Client, bt *Batch, enc []byte, droppable bool
 }
 
 // retain applies a PUBLISH with the retain flag to the retained index ([MQTT-3.3.1-5]) and returns
-// the kept message (nil when the payload was empty, which deletes: [MQTT-3.3.1-10]).
-func (b *Broker) retain(p *packet.Publish, kept *session.Message) *session.Message {
+// the stored copy, or nil when nothing was stored (an empty payload deletes: [MQTT-3.3.1-10]).
+func (b *Broker) retain(p *packet.Publish) *session.Message {
 	name := string(p.Topic)
 	if len(p.Payload) == 0 {
 		b.retained.Delete(name) // [MQTT-3.3.1-10], [MQTT-3.3.1-11]
-		return kept
+		return nil
 	}
 	if max := b.opts.MaxRetainedPayload; max > 0 && len(p.Payload) > max {
 		b.stats.retainRefused.Add(1)
 		b.log.Warn("retained message not stored: payload over the limit", "topic", name, "size", len(p.Payload), "limit", max)
-		return kept
-	}
-	if kept == nil {
-		kept = session.NewMessage(p.Topic, p.Payload, p.QoS, true)
+		return nil
 	}
 	if max := b.opts.MaxRetained; max > 0 && b.retained.Len() >= max {
 		if _, exists := b.retained.Get(name); !exists {
 			b.stats.retainRefused.Add(1)
 			b.log.Warn("retained message not stored: retained limit reached", "topic", name, "limit", max)
-			return kept
+			return nil
 		}
 	}
-	b.retained.Set(name, kept)
-	return kept
+	m := &session.Message{Topic: name, Payload: append([]byte(nil), p.Payload...), QoS: p.QoS, Retain: true}
+	b.retained.Set(name, m)
+	return m
 }
 
 // Subscribe applies a SUBSCRIBE from cl: records each filter, queues the SUBACK and then the

@@ -368,3 +368,30 @@ func TestPacketIDExhaustionDrops(t *testing.T) {
 		t.Fatalf("dropped %d, want 1 (65,535 in flight, then no id)", st.Dropped)
 	}
 }
+
+func TestLiveDeliveryOfRetainedHasRetain0(t *testing.T) {
+	e := newEnv(t, Options{})
+	cl, fc, _ := e.connect("s", true, nil)
+	e.sub(cl, 2, "t/#")
+	fc.take()
+	pub, _, _ := e.connect("pub", true, nil)
+	e.pub(pub, "t/1", "q1", 1, true)
+	e.pub(pub, "t/2", "q2", 2, true)
+	e.pub(pub, "t/3", "q0", 0, true)
+	got := fc.publishes(t)
+	if len(got) != 3 {
+		t.Fatalf("got %d publishes", len(got))
+	}
+	for _, p := range got {
+		if p.Retain {
+			t.Errorf("MQTT-3.3.1-9: live delivery of %s at QoS %d has RETAIN 1", p.Topic, p.QoS)
+		}
+	}
+	cl2, fc2, _ := e.connect("s2", true, nil)
+	e.sub(cl2, 2, "t/#")
+	for _, p := range fc2.publishes(t) {
+		if !p.Retain {
+			t.Errorf("MQTT-3.3.1-8: retained delivery of %s has RETAIN 0", p.Topic)
+		}
+	}
+}
