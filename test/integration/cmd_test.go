@@ -15,7 +15,8 @@ import (
 	"github.com/iotd/iotd/internal/packet"
 )
 
-// needIotd skips nothing: the binary is part of this repository, so a build failure fails.
+// needIotd fails the test when TestMain could not build the binary: it is part of this
+// repository, so a failed build is a failure, not a reason to skip.
 func needIotd(t *testing.T) {
 	t.Helper()
 	if buildErr != nil {

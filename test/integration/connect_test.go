@@ -20,7 +20,7 @@ func TestConnectValidation(t *testing.T) {
 		// Paho v1.5.1 speaks MQTT 3.1 and 3.1.1 only; the raw client stands in for it.
 		t.Run("mosquitto", func(t *testing.T) {
 			needMosquitto(t)
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			p := startProc(t, "mosquitto_sub", append(hostPort(t, env.Addr), "-V", "mqttv5", "-t", "a", "-W", "10")...)
 			if code := p.wait(t); code == 0 {
 				t.Fatalf("mosquitto_sub -V mqttv5 exited with 0, want a failure")
@@ -31,7 +31,7 @@ func TestConnectValidation(t *testing.T) {
 			env.Logs.WaitFor(t, "connection closed before CONNECT was accepted", "MQTT-3.1.2-2")
 		})
 		t.Run("raw", func(t *testing.T) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			c := iotdtest.Dial(t, env.Addr)
 			ack := c.Connect(&packet.Connect{ProtocolName: "MQTT", ProtocolLevel: 5, ClientID: "v5", CleanSession: true})
 			if ack.ReturnCode != packet.RefusedProtocolVersion || ack.SessionPresent {
@@ -44,7 +44,7 @@ func TestConnectValidation(t *testing.T) {
 	// mosquitto_sub and mosquitto_pub refuse -c without -i themselves, so they cannot send this.
 	t.Run("MQTT-3.1.3-8 empty client id with clean session 0 is rejected", func(t *testing.T) {
 		t.Run("paho", func(t *testing.T) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			c := newPaho(t, pahoOptions(env, "").SetCleanSession(false))
 			tok := c.connect(t)
 			if tok.Error() == nil || tok.ReturnCode() != byte(packet.RefusedIdentifierRejected) {
@@ -55,7 +55,7 @@ func TestConnectValidation(t *testing.T) {
 			}
 		})
 		t.Run("raw", func(t *testing.T) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			c := iotdtest.Dial(t, env.Addr)
 			ack := c.Connect(&packet.Connect{ClientID: "", CleanSession: false, KeepAlive: 60})
 			if ack.ReturnCode != packet.RefusedIdentifierRejected || ack.SessionPresent {
@@ -67,7 +67,7 @@ func TestConnectValidation(t *testing.T) {
 
 	t.Run("MQTT-3.1.3-6 empty client id with clean session 1 gets a unique assigned id", func(t *testing.T) {
 		forEachKind(t, func(t *testing.T, k kind) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			// Two clients with empty identifiers connected at once: with the same assigned id the
 			// second would take the first over.
 			a := k.subscribe(t, env, subSpec{emptyID: true, filters: []string{"anon/t"}})
@@ -88,7 +88,7 @@ func TestTakeover(t *testing.T) {
 	t.Parallel()
 	t.Run("MQTT-3.1.4-2 first connection closed and MQTT-3.1.2-8 its will published", func(t *testing.T) {
 		t.Run("paho", func(t *testing.T) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			watcher := pahoSubscribe(t, env, subSpec{filters: []string{"will/#"}})
 			id := newID("dup")
 			first := dialPaho(t, env, id, func(o *mqtt.ClientOptions) { o.SetWill("will/"+id, "first gone", 0, false) })
@@ -103,7 +103,7 @@ func TestTakeover(t *testing.T) {
 		})
 		t.Run("mosquitto", func(t *testing.T) {
 			needMosquitto(t)
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			watcher := pahoSubscribe(t, env, subSpec{filters: []string{"will/#"}})
 			id := newID("dup")
 			first := startMosqSub(t, env.Addr, "-i", id, "-t", "x", "--will-topic", "will/"+id, "--will-payload", "first gone")
@@ -125,7 +125,7 @@ func TestCleanSession(t *testing.T) {
 	t.Parallel()
 	t.Run("MQTT-3.1.2-4 subscriptions survive and MQTT-3.1.2-6 clean session discards them", func(t *testing.T) {
 		forEachKind(t, func(t *testing.T, k kind) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			id := newID("cs")
 			k.subscribe(t, env, subSpec{id: id, persistent: true, filters: []string{"cs/t"}}).disconnect(t)
 			waitDisconnects(t, env, id, 1)
@@ -144,7 +144,7 @@ func TestCleanSession(t *testing.T) {
 	})
 	// mosquitto_sub does not print the session present flag, so this is Paho's alone.
 	t.Run("session present flag", func(t *testing.T) {
-		env := start(t, server.Options{}, broker.Options{})
+		env := iotdtest.Start(t, server.Options{}, broker.Options{})
 		id := newID("sp")
 		steps := []struct {
 			name    string

@@ -19,9 +19,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/iotd/iotd/internal/broker"
 	"github.com/iotd/iotd/internal/iotdtest"
-	"github.com/iotd/iotd/internal/server"
 )
 
 // newSyncTopic returns a topic for one receiver's markers. Every receiver the helpers create
@@ -37,12 +35,6 @@ var idSeq atomic.Uint64
 // newID returns a client identifier unique in the test binary, so that the log lines and sessions
 // of one test never mix with another's.
 func newID(prefix string) string { return fmt.Sprintf("%s-%d", prefix, idSeq.Add(1)) }
-
-// start runs a broker and server for one test.
-func start(t *testing.T, sopts server.Options, bopts broker.Options) *iotdtest.Env {
-	t.Helper()
-	return iotdtest.Start(t, sopts, bopts)
-}
 
 // waitRouted returns once the broker has closed the connection of clientID after a DISCONNECT.
 // The server handles a connection's packets in order, so everything the client published before
@@ -198,7 +190,7 @@ type pahoClient struct {
 // reconnection (it would fight takeover tests), bounded waits.
 func pahoOptions(env *iotdtest.Env, id string) *mqtt.ClientOptions {
 	return mqtt.NewClientOptions().
-		AddBroker("tcp://"+env.Addr).
+		AddBroker("tcp://" + env.Addr).
 		SetClientID(id).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).

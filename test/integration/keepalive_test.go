@@ -21,7 +21,7 @@ func TestKeepAlive(t *testing.T) {
 	// Neither Paho nor mosquitto can be told to stay silent; the raw client can.
 	t.Run("MQTT-3.1.2-24 silent client closed after 1.5 times the keep-alive", func(t *testing.T) {
 		t.Parallel()
-		env := start(t, server.Options{}, broker.Options{})
+		env := iotdtest.Start(t, server.Options{}, broker.Options{})
 		c := iotdtest.Dial(t, env.Addr)
 		id := newID("silent")
 		begin := time.Now()
@@ -36,7 +36,7 @@ func TestKeepAlive(t *testing.T) {
 	t.Run("MQTT-3.12.4-1 PINGREQ keeps the client connected", func(t *testing.T) {
 		t.Run("paho", func(t *testing.T) {
 			t.Parallel()
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			conns := make(chan *conn, 1)
 			id := newID("ping")
 			// Paho sends PINGREQ after a second of silence and gives up if PINGRESP is later than
@@ -61,7 +61,7 @@ func TestKeepAlive(t *testing.T) {
 		t.Run("mosquitto", func(t *testing.T) {
 			needMosquitto(t)
 			t.Parallel()
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			// 5 s is mosquitto's smallest keep-alive, so this takes two periods, not more.
 			id := newID("ping")
 			sub := startMosqSub(t, env.Addr, "-i", id, "-k", "5", "-t", "ping/t")
@@ -92,7 +92,7 @@ func TestKeepAlive(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Run("paho", func(t *testing.T) {
-					env := start(t, server.Options{MaxKeepAlive: 30}, broker.Options{})
+					env := iotdtest.Start(t, server.Options{MaxKeepAlive: 30}, broker.Options{})
 					c := newPaho(t, pahoOptions(env, newID("ka")).SetKeepAlive(time.Duration(tc.keepAlive)*time.Second))
 					tok := c.connect(t)
 					if got := packet.ConnackCode(tok.ReturnCode()); got != tc.code {
@@ -104,7 +104,7 @@ func TestKeepAlive(t *testing.T) {
 					if tc.keepAlive == 0 {
 						t.Skip("mosquitto_sub refuses a keep-alive below 5 s itself; Paho covers it")
 					}
-					env := start(t, server.Options{MaxKeepAlive: 30}, broker.Options{})
+					env := iotdtest.Start(t, server.Options{MaxKeepAlive: 30}, broker.Options{})
 					args := append(hostPort(t, env.Addr), "-k", strconv.Itoa(int(tc.keepAlive)), "-t", "ka", "-E")
 					p := startProc(t, "mosquitto_sub", args...)
 					code := p.wait(t)

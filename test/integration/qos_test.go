@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/iotd/iotd/internal/broker"
+	"github.com/iotd/iotd/internal/iotdtest"
 	"github.com/iotd/iotd/internal/server"
 )
 
@@ -14,7 +15,7 @@ func TestQoS1And2(t *testing.T) {
 	t.Parallel()
 	t.Run("MQTT-4.3.2-2 QoS 1 PUBLISH acknowledged with PUBACK", func(t *testing.T) {
 		forEachKind(t, func(t *testing.T, k kind) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			sub := k.other().subscribe(t, env, subSpec{filters: []string{"q/1"}})
 			// publish fails unless mosquitto_pub exits with 0 or Paho's token completes without
 			// error, which both do only after the PUBACK.
@@ -25,7 +26,7 @@ func TestQoS1And2(t *testing.T) {
 	})
 	t.Run("MQTT-4.3.3-2 QoS 2 PUBLISH completed with PUBREC and PUBCOMP", func(t *testing.T) {
 		forEachKind(t, func(t *testing.T, k kind) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			sub := k.other().subscribe(t, env, subSpec{filters: []string{"q/2"}})
 			k.publish(t, env, msg{Topic: "q/2", Payload: "two", QoS: 2})
 			expect(t, sub, msg{Topic: "q/2", Payload: "two"})
@@ -36,7 +37,7 @@ func TestQoS1And2(t *testing.T) {
 		for _, q := range []byte{0, 1, 2} {
 			t.Run(fmt.Sprintf("QoS %d", q), func(t *testing.T) {
 				forEachKind(t, func(t *testing.T, k kind) {
-					env := start(t, server.Options{}, broker.Options{})
+					env := iotdtest.Start(t, server.Options{}, broker.Options{})
 					// subscribe fails unless every filter is granted q.
 					k.subscribe(t, env, subSpec{qos: q, filters: []string{"g/a", "g/+"}})
 				})
@@ -44,7 +45,7 @@ func TestQoS1And2(t *testing.T) {
 		}
 		// mosquitto_sub asks one QoS for every filter; Paho can mix them in one SUBSCRIBE.
 		t.Run("MQTT-3.9.3-1 mixed in one SUBSCRIBE", func(t *testing.T) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			dialPaho(t, env, newID("ps")).subscribe(t, map[string]byte{"g/0": 0, "g/1": 1, "g/2": 2})
 		})
 	})
@@ -53,7 +54,7 @@ func TestQoS1And2(t *testing.T) {
 			for _, subQoS := range []byte{1, 2} {
 				t.Run(fmt.Sprintf("published %d granted %d", pubQoS, subQoS), func(t *testing.T) {
 					forEachKind(t, func(t *testing.T, k kind) {
-						env := start(t, server.Options{}, broker.Options{})
+						env := iotdtest.Start(t, server.Options{}, broker.Options{})
 						sub := k.subscribe(t, env, subSpec{qos: subQoS, filters: []string{"q/#"}})
 						k.other().publish(t, env, msg{Topic: "q/x", Payload: "m", QoS: pubQoS})
 						expect(t, sub, msg{Topic: "q/x", Payload: "m", QoS: min(pubQoS, subQoS)})

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/iotd/iotd/internal/broker"
+	"github.com/iotd/iotd/internal/iotdtest"
 	"github.com/iotd/iotd/internal/server"
 )
 
@@ -32,7 +33,7 @@ func TestRetained(t *testing.T) {
 	forEachKind(t, func(t *testing.T, k kind) {
 		needMosquitto(t) // both kinds take part
 		t.Parallel()
-		env := start(t, server.Options{}, broker.Options{})
+		env := iotdtest.Start(t, server.Options{}, broker.Options{})
 		pub := k.other().publish
 		live := k.subscribe(t, env, subSpec{filters: []string{"r/#"}})
 		// newSub subscribes a new client to filter and checks that it gets exactly want.
@@ -88,7 +89,7 @@ func TestRetainedLimits(t *testing.T) {
 	forEachKind(t, func(t *testing.T, k kind) {
 		needMosquitto(t) // both kinds take part
 		t.Parallel()
-		env := start(t, server.Options{}, broker.Options{MaxRetained: 2, MaxRetainedPayload: 10})
+		env := iotdtest.Start(t, server.Options{}, broker.Options{MaxRetained: 2, MaxRetainedPayload: 10})
 		pub := k.other().publish
 		live := k.subscribe(t, env, subSpec{filters: []string{"lim/#"}})
 		retained := func(t *testing.T, want ...msg) {

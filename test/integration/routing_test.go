@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/iotd/iotd/internal/broker"
+	"github.com/iotd/iotd/internal/iotdtest"
 	"github.com/iotd/iotd/internal/server"
 )
 
@@ -31,7 +32,7 @@ func TestQoS0Routing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			forEachKind(t, func(t *testing.T, k kind) {
-				env := start(t, server.Options{}, broker.Options{})
+				env := iotdtest.Start(t, server.Options{}, broker.Options{})
 				sub := k.subscribe(t, env, subSpec{filters: []string{tc.filter}})
 				k.other().publish(t, env, msg{Topic: tc.topic, Payload: "21.5"})
 				if tc.match {
@@ -49,7 +50,7 @@ func TestFanOut(t *testing.T) {
 	t.Parallel()
 	forEachKind(t, func(t *testing.T, publisher kind) {
 		needMosquitto(t) // the subscribers are of both kinds
-		env := start(t, server.Options{}, broker.Options{})
+		env := iotdtest.Start(t, server.Options{}, broker.Options{})
 		matching := []receiver{
 			pahoSubscribe(t, env, subSpec{filters: []string{"fan/+"}}),
 			pahoSubscribe(t, env, subSpec{filters: []string{"fan/#"}}),
@@ -78,7 +79,7 @@ func TestOverlappingSubscriptions(t *testing.T) {
 	t.Parallel()
 	t.Run("MQTT-3.3.5-1 delivered once", func(t *testing.T) {
 		forEachKind(t, func(t *testing.T, k kind) {
-			env := start(t, server.Options{}, broker.Options{})
+			env := iotdtest.Start(t, server.Options{}, broker.Options{})
 			sub := k.subscribe(t, env, subSpec{filters: []string{"ov/a", "ov/+", "ov/#", "+/a", "#"}})
 			k.other().publish(t, env, msg{Topic: "ov/a", Payload: "once"})
 			expect(t, sub, msg{Topic: "ov/a", Payload: "once"})
@@ -87,7 +88,7 @@ func TestOverlappingSubscriptions(t *testing.T) {
 	})
 	// mosquitto_sub asks one QoS for all its filters, so only Paho can express this case.
 	t.Run("MQTT-3.3.5-1 delivered once at the highest granted QoS", func(t *testing.T) {
-		env := start(t, server.Options{}, broker.Options{})
+		env := iotdtest.Start(t, server.Options{}, broker.Options{})
 		sub := dialPaho(t, env, newID("ps"))
 		sub.subscribe(t, map[string]byte{"ov/#": 0, "ov/+": 1, sub.sync: 0})
 		pahoPublish(t, env, msg{Topic: "ov/a", Payload: "once", QoS: 1})

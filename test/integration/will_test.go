@@ -133,7 +133,7 @@ func TestWill(t *testing.T) {
 			for _, kind := range tc.kinds {
 				t.Run(kind, func(t *testing.T) {
 					t.Parallel()
-					env := start(t, server.Options{}, broker.Options{})
+					env := iotdtest.Start(t, server.Options{}, broker.Options{})
 					watcher := pahoSubscribe(t, env, subSpec{filters: []string{"will/#"}})
 					w := msg{Topic: "will/" + kind, Payload: "gone"}
 					id := endWithWill(t, env, kind, w, tc.end)
@@ -148,7 +148,7 @@ func TestWill(t *testing.T) {
 		for _, kind := range []string{willPaho, willMosq, willRaw} {
 			t.Run(kind, func(t *testing.T) {
 				t.Parallel()
-				env := start(t, server.Options{}, broker.Options{})
+				env := iotdtest.Start(t, server.Options{}, broker.Options{})
 				watcher := pahoSubscribe(t, env, subSpec{filters: []string{"will/#"}})
 				id := endWithWill(t, env, kind, msg{Topic: "will/" + kind, Payload: "gone"}, endDisconnect)
 				waitRouted(t, env, id)
@@ -170,7 +170,7 @@ func TestWill(t *testing.T) {
 				for _, kind := range []string{willPaho, willMosq} {
 					t.Run(kind, func(t *testing.T) {
 						t.Parallel()
-						env := start(t, server.Options{}, broker.Options{})
+						env := iotdtest.Start(t, server.Options{}, broker.Options{})
 						live := pahoSubscribe(t, env, subSpec{filters: []string{"will/#"}})
 						w := msg{Topic: "will/" + kind, Payload: "gone", Retain: tc.retain}
 						endWithWill(t, env, kind, w, endNetClose)
@@ -192,7 +192,7 @@ func TestWill(t *testing.T) {
 		for _, kind := range []string{willPaho, willMosq} {
 			t.Run(kind, func(t *testing.T) {
 				t.Parallel()
-				env := start(t, server.Options{}, broker.Options{})
+				env := iotdtest.Start(t, server.Options{}, broker.Options{})
 				watchers := map[packet.QoS]*iotdtest.Client{}
 				for _, q := range []packet.QoS{packet.QoS0, packet.QoS1, packet.QoS2} {
 					c := iotdtest.Dial(t, env.Addr)
