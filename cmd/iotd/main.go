@@ -112,9 +112,14 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 
 func serve(cfg config.Config, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
+	maxQueued := cfg.Session.MaxQueuedMessages
+	if maxQueued == 0 {
+		maxQueued = -1 // the file's 0 keeps none; the broker's 0 would mean its default
+	}
 	b := broker.New(broker.Options{
 		MaxRetained:        cfg.Retained.MaxMessages,
 		MaxRetainedPayload: cfg.Retained.MaxPayloadSize,
+		MaxQueued:          maxQueued,
 		Logger:             log,
 	})
 	srv, err := server.New(b, server.Options{

@@ -66,14 +66,22 @@ type Options struct {
 	Authenticator auth.Authenticator
 	// Authorizer checks SUBSCRIBE, PUBLISH and delivery; nil allows everything.
 	Authorizer auth.Authorizer
+	// MaxQueued bounds the QoS 1/2 messages kept per session while its client is offline or all
+	// its packet ids are in flight; further ones are dropped, logged and counted. 0 means the
+	// default, 1000; a negative value keeps none.
+	MaxQueued int
 	// Logger receives the broker's log lines; nil discards them.
 	Logger *slog.Logger
 }
 
+// DefaultMaxQueued is the per-session queue bound used when Options.MaxQueued is 0.
+const DefaultMaxQueued = 1000
+
 // Broker is one routing domain. Create it with New; it is safe for concurrent use.
 type Broker struct {
-	opts Options
-	log  *slog.Logger
+	opts      Options
+	log       *slog.Logger
+	maxQueued int
 
 	mu      sync.Mutex         // guards clients
 	clients map[string]*Client // keyed "__client_" + client id
@@ -122,12 +130,20 @@ func New(opts Options) *Broker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	maxQueued := opts.MaxQueued
+	switch {
+	case maxQueued == 0:
+		maxQueued = DefaultMaxQueued
+	case maxQueued < 0:
+		maxQueued = 0
+	}
 	return &Broker{
-		opts:     opts,
-		log:      log,
-		clients:  make(map[string]*Client),
-		subs:     topic.NewTree[*Client](),
-		retained: topic.NewRetained[*session.Message](),
+		opts:      opts,
+		log:       log,
+		maxQueued: maxQueued,
+		clients:   make(map[string]*Client),
+		subs:      topic.NewTree[*Client](),
+		retained:  topic.NewRetained[*session.Message](),
 	}
 }
 
@@ -263,6 +279,7 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 	for _, f := range resend {
 		b.sendInflightLocked(cl, bt, f, true)
 	}
+	b.drainLocked(cl, bt) // then what was queued while it was away, in order
 	cl.mu.Unlock()
 	b.mu.Unlock()
 
@@ -402,18 +419,36 @@ func (b *Broker) mayRead(cl *Client, name []byte) bool {
 
 // deliverLocked sends m to cl at qos 1 or 2 with a fresh packet identifier. cl.mu must be held.
 func (b *Broker) deliverLocked(cl *Client, bt *Batch, m *session.Message, qos packet.QoS) {
-	if cl.conn == nil {
-		// Offline persistent session: queueing for offline sessions arrives with QoS 1/2 delivery.
+	if cl.conn != nil && cl.sess.QueueLen() == 0 {
+		if f, err := cl.sess.Send(m, qos); err == nil {
+			b.sendInflightLocked(cl, bt, f, false)
+			return
+		}
+		// Every packet id is in flight: queue it behind them.
+	}
+	if cl.conn == nil && cl.sess.Clean {
+		// A clean session ends with its connection; nothing is kept for it ([MQTT-3.1.2-6]).
 		b.stats.dropped.Add(1)
 		return
 	}
-	f, err := cl.sess.Send(m, qos)
-	if err != nil {
-		b.stats.dropped.Add(1)
-		b.log.Warn("delivery dropped", "client_id", cl.sess.ClientID, "reason", err)
-		return
+	// [MQTT-3.1.2-5] an offline persistent session keeps QoS 1 and 2 messages; behind a non-empty
+	// queue new messages wait too, so that order is kept ([MQTT-4.6.0-5]).
+	if !cl.sess.Queue(m, qos, b.maxQueued) {
+		n := b.stats.dropped.Add(1)
+		b.warnDrop(cl, n)
 	}
-	b.sendInflightLocked(cl, bt, f, false)
+}
+
+// drainLocked sends queued messages while the client is connected and packet ids are free.
+// cl.mu must be held.
+func (b *Broker) drainLocked(cl *Client, bt *Batch) {
+	for cl.conn != nil {
+		f, ok := cl.sess.SendQueued()
+		if !ok {
+			return
+		}
+		b.sendInflightLocked(cl, bt, f, false)
+	}
 }
 
 // sendInflightLocked encodes and queues f: its PUBLISH (with DUP when re-sent, [MQTT-3.3.1-1]) or,
@@ -580,6 +615,9 @@ func (b *Broker) Ack(cl *Client, t packet.Type, id uint16, bt *Batch) {
 		}
 	case packet.TypePubcomp:
 		err = cl.sess.Pubcomp(id)
+	}
+	if err == nil && t != packet.TypePubrec {
+		b.drainLocked(cl, bt) // a packet id became free
 	}
 	if err != nil {
 		b.log.Debug("acknowledgement ignored", "client_id", cl.sess.ClientID, "packet", t.String(), "packet_id", id, "reason", err)

@@ -17,6 +17,7 @@ const (
 	defaultConnectTimeout  = Duration(10 * time.Second)
 	defaultMaxPendingBytes = 1 << 20
 	defaultRetainedMax     = 100000
+	defaultMaxQueued       = 1000
 	defaultShutdownTimeout = Duration(10 * time.Second)
 	defaultLogLevel        = "info"
 	defaultLogFormat       = "text"
@@ -78,6 +79,8 @@ type Config struct {
 	KeepAlive KeepAlive `toml:"keepalive"`
 	// Retained bounds the retained message store.
 	Retained Retained `toml:"retained"`
+	// Session bounds the state kept for each client session.
+	Session Session `toml:"session"`
 	// Log selects the log level and format.
 	Log Log `toml:"log"`
 	// Server holds process-wide settings.
@@ -143,6 +146,16 @@ type Retained struct {
 	MaxPayloadSize int `toml:"max_payload_size"`
 }
 
+// Session bounds the state kept for each client session.
+type Session struct {
+	// MaxQueuedMessages caps the QoS 1 and 2 messages kept for one session
+	// while its client is offline (CleanSession=0, [MQTT-3.1.2-5]) or while
+	// every packet identifier is in flight; they are sent, in order, when the
+	// client is back. Once full, new messages for that session are dropped,
+	// logged and counted. 0 keeps none. Default 1000; >= 0.
+	MaxQueuedMessages int `toml:"max_queued_messages"`
+}
+
 // Log selects what is logged and how.
 type Log struct {
 	// Level is the minimum level logged: "debug", "info", "warn" or "error".
@@ -179,7 +192,8 @@ func Default() Config {
 			MaxMessages:    defaultRetainedMax,
 			MaxPayloadSize: 0,
 		},
-		Log: Log{Level: defaultLogLevel, Format: defaultLogFormat},
+		Session: Session{MaxQueuedMessages: defaultMaxQueued},
+		Log:     Log{Level: defaultLogLevel, Format: defaultLogFormat},
 		Server: Server{
 			ShutdownTimeout: defaultShutdownTimeout,
 			Workers:         0,

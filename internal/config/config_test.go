@@ -52,6 +52,7 @@ func TestDefault(t *testing.T) {
 		},
 		KeepAlive: KeepAlive{Max: 0},
 		Retained:  Retained{MaxMessages: 100000, MaxPayloadSize: 0},
+		Session:   Session{MaxQueuedMessages: 1000},
 		Log:       Log{Level: "info", Format: "text"},
 		Server:    Server{ShutdownTimeout: Duration(10 * time.Second), Workers: 0},
 	}

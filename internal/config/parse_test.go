@@ -194,7 +194,7 @@ limits.connect_timeout: must be a duration string such as "10s" or "1m30s", got 
 limits.bogus: unknown key (line 6)
 listener[0].extra: unknown key (line 13)
 listener[0].address: must be host:port, got "nowhere"
-limits.max_connections: must be 0 (no limit) or more, got -1
+limits.max_connections: must be 0 or more, got -1
 log.level: must be one of "debug", "info", "warn", "error", got "loud"`},
 	}
 	for _, tt := range tests {

@@ -55,6 +55,7 @@ func (c *Config) validate() []error {
 
 	v.intMin("retained.max_messages", c.Retained.MaxMessages, 0)
 	v.intMin("retained.max_payload_size", c.Retained.MaxPayloadSize, 0)
+	v.intMin("session.max_queued_messages", c.Session.MaxQueuedMessages, 0)
 
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)
@@ -86,7 +87,7 @@ func (v *validator) intMin(path string, got, lo int) {
 		return
 	}
 	if lo == 0 {
-		v.add(path, "must be 0 (no limit) or more, got %d", got)
+		v.add(path, "must be 0 or more, got %d", got)
 		return
 	}
 	v.add(path, "must be at least %d, got %d", lo, got)

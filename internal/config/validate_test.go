@@ -69,7 +69,7 @@ func TestValidate(t *testing.T) {
 			want: []FieldError{{"limits.max_packet_size", "must be between 16 and 268435460, got 268435461"}}},
 		{name: "max_connections set", mutate: func(c *Config) { c.Limits.MaxConnections = 10000 }},
 		{name: "max_connections negative", mutate: func(c *Config) { c.Limits.MaxConnections = -1 },
-			want: []FieldError{{"limits.max_connections", "must be 0 (no limit) or more, got -1"}}},
+			want: []FieldError{{"limits.max_connections", "must be 0 or more, got -1"}}},
 		{name: "connect_timeout minimum", mutate: func(c *Config) { c.Limits.ConnectTimeout = Duration(100 * time.Millisecond) }},
 		{name: "connect_timeout maximum", mutate: func(c *Config) { c.Limits.ConnectTimeout = Duration(10 * time.Minute) }},
 		{name: "connect_timeout too short", mutate: func(c *Config) { c.Limits.ConnectTimeout = Duration(99 * time.Millisecond) },
@@ -90,10 +90,13 @@ func TestValidate(t *testing.T) {
 		// Retained.
 		{name: "retained unlimited", mutate: func(c *Config) { c.Retained.MaxMessages = 0 }},
 		{name: "retained.max_messages negative", mutate: func(c *Config) { c.Retained.MaxMessages = -5 },
-			want: []FieldError{{"retained.max_messages", "must be 0 (no limit) or more, got -5"}}},
+			want: []FieldError{{"retained.max_messages", "must be 0 or more, got -5"}}},
 		{name: "retained.max_payload_size set", mutate: func(c *Config) { c.Retained.MaxPayloadSize = 1024 }},
+		{name: "session.max_queued_messages zero", mutate: func(c *Config) { c.Session.MaxQueuedMessages = 0 }},
+		{name: "session.max_queued_messages negative", mutate: func(c *Config) { c.Session.MaxQueuedMessages = -1 },
+			want: []FieldError{{"session.max_queued_messages", "must be 0 or more, got -1"}}},
 		{name: "retained.max_payload_size negative", mutate: func(c *Config) { c.Retained.MaxPayloadSize = -1 },
-			want: []FieldError{{"retained.max_payload_size", "must be 0 (no limit) or more, got -1"}}},
+			want: []FieldError{{"retained.max_payload_size", "must be 0 or more, got -1"}}},
 
 		// Log.
 		{name: "log levels", mutate: func(c *Config) { c.Log.Level = "debug" }},

@@ -68,6 +68,7 @@ type Session struct {
 	Will *Message
 
 	lastID      uint16
+	queue       []Queued // waiting for the client or for a free packet id, oldest first
 	inflight    map[uint16]*Inflight
 	order       []uint16 // packet ids of inflight in the order they were first sent ([MQTT-4.6.0-1])
 	awaitingRel map[uint16]struct{}
@@ -177,6 +178,45 @@ func (s *Session) Inflight() []*Inflight {
 		out = append(out, s.inflight[id])
 	}
 	return out
+}
+
+// Queued is a QoS 1 or 2 message waiting to be sent: its client is offline ([MQTT-3.1.2-5]) or
+// every packet identifier is in flight.
+type Queued struct {
+	Msg *Message   // the message
+	QoS packet.QoS // the QoS it will be delivered at
+}
+
+// Queue appends msg to the session's queue unless the queue already holds max messages; it
+// reports whether msg was queued.
+func (s *Session) Queue(msg *Message, qos packet.QoS, max int) bool {
+	if len(s.queue) >= max {
+		return false
+	}
+	s.queue = append(s.queue, Queued{Msg: msg, QoS: qos})
+	return true
+}
+
+// QueueLen returns the number of queued messages.
+func (s *Session) QueueLen() int { return len(s.queue) }
+
+// SendQueued moves the oldest queued message into flight, as Send does, and returns it. ok is
+// false when the queue is empty or no packet identifier is free; the message then stays queued.
+func (s *Session) SendQueued() (f *Inflight, ok bool) {
+	if len(s.queue) == 0 {
+		return nil, false
+	}
+	q := s.queue[0]
+	f, err := s.Send(q.Msg, q.QoS)
+	if err != nil {
+		return nil, false
+	}
+	s.queue[0] = Queued{}
+	s.queue = s.queue[1:]
+	if len(s.queue) == 0 {
+		s.queue = nil // release the backing array of a drained queue
+	}
+	return f, true
 }
 
 // ReceiveQoS2 records an inbound QoS 2 packet identifier. It reports whether the message is new

@@ -140,3 +140,41 @@ func TestNewMessageCopies(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 }
+
+func TestQueue(t *testing.T) {
+	s := New("c", false)
+	m1, m2, m3 := &Message{Topic: "1"}, &Message{Topic: "2"}, &Message{Topic: "3"}
+	t.Run("MQTT-3.1.2-5 messages kept in order up to the limit", func(t *testing.T) {
+		if !s.Queue(m1, packet.QoS1, 2) || !s.Queue(m2, packet.QoS2, 2) || s.Queue(m3, packet.QoS1, 2) {
+			t.Fatal("want two queued, the third refused")
+		}
+		if s.QueueLen() != 2 {
+			t.Fatalf("QueueLen %d", s.QueueLen())
+		}
+	})
+	f, ok := s.SendQueued()
+	if !ok || f.Msg != m1 || f.QoS != packet.QoS1 || f.State != AwaitPuback {
+		t.Fatalf("first: %+v %v", f, ok)
+	}
+	f, ok = s.SendQueued()
+	if !ok || f.Msg != m2 || f.State != AwaitPubrec || s.QueueLen() != 0 {
+		t.Fatalf("second: %+v %v", f, ok)
+	}
+	if _, ok := s.SendQueued(); ok {
+		t.Fatal("empty queue sent something")
+	}
+	t.Run("stays queued while no packet id is free", func(t *testing.T) {
+		s := New("c", false)
+		for i := 0; i < 65535; i++ {
+			s.Send(m1, packet.QoS1)
+		}
+		s.Queue(m3, packet.QoS1, 10)
+		if _, ok := s.SendQueued(); ok || s.QueueLen() != 1 {
+			t.Fatal("sent without a free id")
+		}
+		s.Puback(9)
+		if f, ok := s.SendQueued(); !ok || f.PacketID != 9 || f.Msg != m3 {
+			t.Fatalf("after PUBACK 9: %+v %v", f, ok)
+		}
+	})
+}
