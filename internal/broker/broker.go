@@ -66,31 +66,58 @@ type Options struct {
 	Authenticator auth.Authenticator
 	// Authorizer checks SUBSCRIBE, PUBLISH and delivery; nil allows everything.
 	Authorizer auth.Authorizer
-	// MaxQueued bounds the QoS 1/2 messages kept per session while its client is offline or all
-	// its packet ids are in flight; further ones are dropped, logged and counted. 0 means the
+	// MaxInflight is the inflight window: QoS 1/2 messages sent to one client and not yet
+	// acknowledged. Further messages wait in the session's queue, in order. 0 means the default,
+	// 64; the largest useful value is 65,535 (the packet identifiers).
+	MaxInflight int
+	// MaxQueued bounds the messages kept per session while its client is offline or its window is
+	// full; further ones are dropped (the newest is refused), logged and counted. 0 means the
 	// default, 1000; a negative value keeps none.
 	MaxQueued int
+	// MaxQueuedBytes bounds the topic and payload bytes of one session's queue; 0 means only
+	// MaxQueued bounds it.
+	MaxQueuedBytes int
+	// QueueQoS0 also queues QoS 0 messages for offline persistent sessions (off by default, as
+	// QoS 0 promises nothing to a client that is away).
+	QueueQoS0 bool
+	// RetryInterval re-sends an unacknowledged QoS 1/2 message (DUP set) to a connected client after
+	// this long, doubling for each further retry up to RetryMaxInterval. 0 (the default) re-sends
+	// only on reconnect, which is what MQTT 3.1.1 requires ([MQTT-4.4.0-1]).
+	RetryInterval time.Duration
+	// RetryMaxInterval caps the retry backoff; 0 means one minute.
+	RetryMaxInterval time.Duration
+	// SessionExpiry removes a persistent session whose client has been offline this long, with its
+	// subscriptions and queued messages, so that abandoned sessions cannot grow memory without
+	// bound. 0 means sessions never expire.
+	SessionExpiry time.Duration
 	// Logger receives the broker's log lines; nil discards them.
 	Logger *slog.Logger
 }
 
-// DefaultMaxQueued is the per-session queue bound used when Options.MaxQueued is 0.
-const DefaultMaxQueued = 1000
+// Defaults used for zero Options fields.
+const (
+	DefaultMaxInflight      = 64
+	DefaultMaxQueued        = 1000
+	DefaultRetryMaxInterval = time.Minute
+)
 
 // Broker is one routing domain. Create it with New; it is safe for concurrent use.
 type Broker struct {
 	opts      Options
 	log       *slog.Logger
 	maxQueued int
+	window    int
+	start     time.Time // origin of now()
 
-	mu      sync.Mutex         // guards clients
-	clients map[string]*Client // keyed "__client_" + client id
+	mu      sync.Mutex           // guards clients and offline
+	clients map[string]*Client   // keyed "__client_" + client id
+	offline map[*Client]struct{} // persistent sessions without a connection, for expiry
 
 	subs     *topic.Tree[*Client]
 	retained *topic.Retained[*session.Message]
 
 	stats struct {
-		received, delivered, dropped, retainRefused atomic.Uint64
+		received, delivered, dropped, retainRefused, expired, retried atomic.Uint64
 	}
 	lastDropWarn atomic.Int64 // unix ms of the last drop warning
 }
@@ -106,6 +133,77 @@ func (b *Broker) warnDrop(cl *Client, total uint64) {
 	b.log.Warn("delivery dropped: slow consumer or closed connection", "client_id", cl.sess.ClientID, "dropped_total", total)
 }
 
+// now is the broker's monotonic clock in nanoseconds, for retries and expiry.
+func (b *Broker) now() int64 { return int64(time.Since(b.start)) }
+
+// HousekeepInterval is how often Run re-sends timed-out messages and expires sessions.
+const HousekeepInterval = time.Second
+
+// Run does the broker's periodic work until ctx ends: re-sending unacknowledged messages after
+// RetryInterval and removing sessions offline for longer than SessionExpiry. The caller owns the
+// goroutine that runs it.
+func (b *Broker) Run(ctx context.Context) {
+	t := time.NewTicker(HousekeepInterval)
+	defer t.Stop()
+	var bt Batch
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.housekeep(b.now(), &bt)
+		}
+	}
+}
+
+// housekeep does one round of Run's work at broker time now.
+func (b *Broker) housekeep(now int64, bt *Batch) {
+	if iv := int64(b.opts.RetryInterval); iv > 0 {
+		b.mu.Lock()
+		for _, cl := range b.clients {
+			cl.mu.Lock()
+			if cl.conn != nil && cl.sess.InflightLen() > 0 {
+				cl.sess.Due(now, iv, int64(b.opts.RetryMaxInterval), func(f *session.Inflight) {
+					b.stats.retried.Add(1)
+					b.sendInflightLocked(cl, bt, f, true) // [MQTT-3.3.1-1] with DUP set
+				})
+			}
+			cl.mu.Unlock()
+		}
+		b.mu.Unlock()
+		bt.Flush()
+	}
+	if exp := int64(b.opts.SessionExpiry); exp > 0 {
+		type gone struct {
+			cl      *Client
+			subs    map[string]packet.QoS
+			offline time.Duration
+		}
+		var expired []gone
+		b.mu.Lock()
+		for cl := range b.offline {
+			cl.mu.Lock()
+			if cl.conn == nil && now-cl.offlineSince >= exp {
+				delete(b.offline, cl)
+				if b.clients[cl.key] == cl {
+					delete(b.clients, cl.key)
+				}
+				expired = append(expired, gone{cl, cl.sess.Subscriptions, time.Duration(now - cl.offlineSince)})
+				cl.sess.Subscriptions = nil
+			}
+			cl.mu.Unlock()
+		}
+		b.mu.Unlock()
+		for _, g := range expired {
+			for filter := range g.subs {
+				b.subs.Unsubscribe(filter, g.cl)
+			}
+			b.stats.expired.Add(1)
+			b.log.Info("session expired", "client_id", g.cl.ClientID(), "offline_for", g.offline.Round(time.Second).String())
+		}
+	}
+}
+
 // Client is a session registered in the broker together with the connection currently bound to it
 // (none while a persistent session is offline).
 type Client struct {
@@ -114,6 +212,8 @@ type Client struct {
 	sess *session.Session // guarded by mu
 	conn Outbound         // guarded by mu; nil while offline
 	id   auth.Client      // guarded by mu
+	// offlineSince is when the connection went away (broker clock); guarded by mu.
+	offlineSince int64
 }
 
 // Key returns the registry key of the client's session, "__client_<clientId>".
@@ -137,10 +237,19 @@ func New(opts Options) *Broker {
 	case maxQueued < 0:
 		maxQueued = 0
 	}
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = DefaultMaxInflight
+	}
+	if opts.RetryMaxInterval <= 0 {
+		opts.RetryMaxInterval = DefaultRetryMaxInterval
+	}
 	return &Broker{
 		opts:      opts,
 		log:       log,
 		maxQueued: maxQueued,
+		window:    min(opts.MaxInflight, 65535),
+		start:     time.Now(),
+		offline:   make(map[*Client]struct{}),
 		clients:   make(map[string]*Client),
 		subs:      topic.NewTree[*Client](),
 		retained:  topic.NewRetained[*session.Message](),
@@ -154,8 +263,10 @@ type Stats struct {
 	Retained      int    // retained topics
 	Received      uint64 // PUBLISH packets routed (from clients and wills)
 	Delivered     uint64 // PUBLISH packets queued to subscribers
-	Dropped       uint64 // deliveries not made (slow consumer, offline, no packet id)
+	Dropped       uint64 // deliveries not made (slow consumer, full queue, clean session gone)
 	RetainRefused uint64 // retained messages not stored because of the retained limits
+	Expired       uint64 // persistent sessions removed after SessionExpiry offline
+	Retried       uint64 // QoS 1/2 messages re-sent after RetryInterval
 }
 
 // Stats returns a snapshot of the counters.
@@ -171,6 +282,8 @@ func (b *Broker) Stats() Stats {
 		Delivered:     b.stats.delivered.Load(),
 		Dropped:       b.stats.dropped.Load(),
 		RetainRefused: b.stats.retainRefused.Load(),
+		Expired:       b.stats.expired.Load(),
+		Retried:       b.stats.retried.Load(),
 	}
 }
 
@@ -268,6 +381,7 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 	}
 	cl.sess.Will = will // [MQTT-3.1.2-8] stored for this connection
 	cl.conn = r.Conn
+	delete(b.offline, cl)
 	cl.id = id
 	var resend []*session.Inflight
 	if present {
@@ -319,6 +433,9 @@ func (b *Broker) Disconnect(cl *Client, conn Outbound, graceful bool) {
 		if b.clients[cl.key] == cl {
 			delete(b.clients, cl.key)
 		}
+	} else {
+		cl.offlineSince = b.now()
+		b.offline[cl] = struct{}{}
 	}
 	cl.mu.Unlock()
 	b.mu.Unlock()
@@ -392,22 +509,34 @@ func (b *Broker) route(p *packet.Publish, bt *Batch) {
 				enc0 = bt.buf
 			}
 			cl.mu.Lock()
-			b.enqueueLocked(cl, bt, enc0, true)
+			if cl.conn == nil && b.opts.QueueQoS0 && !cl.sess.Clean {
+				b.queueLocked(cl, b.liveMessage(p, stored, &live), packet.QoS0)
+			} else {
+				b.enqueueLocked(cl, bt, enc0, true)
+			}
 			cl.mu.Unlock()
 			continue
 		}
-		if live == nil {
-			if stored != nil { // share the retained copy's bytes; Messages are immutable
-				live = &session.Message{Topic: stored.Topic, Payload: stored.Payload, QoS: p.QoS}
-			} else {
-				live = session.NewMessage(p.Topic, p.Payload, p.QoS, false)
-			}
-		}
+		m := b.liveMessage(p, stored, &live)
 		enc0 = nil // it aliases bt.buf, which the QoS 1/2 encoding below overwrites
 		cl.mu.Lock()
-		b.deliverLocked(cl, bt, live, qos)
+		b.deliverLocked(cl, bt, m, qos)
 		cl.mu.Unlock()
 	}
+}
+
+// liveMessage returns p as a kept Message with RETAIN 0 for delivery to existing subscriptions
+// ([MQTT-3.3.1-9]), made once per publish: *live caches it. It shares the retained copy's bytes
+// when there is one (Messages are immutable).
+func (b *Broker) liveMessage(p *packet.Publish, stored *session.Message, live **session.Message) *session.Message {
+	if *live == nil {
+		if stored != nil {
+			*live = &session.Message{Topic: stored.Topic, Payload: stored.Payload, QoS: p.QoS}
+		} else {
+			*live = session.NewMessage(p.Topic, p.Payload, p.QoS, false)
+		}
+	}
+	return *live
 }
 
 func (b *Broker) mayRead(cl *Client, name []byte) bool {
@@ -420,34 +549,46 @@ func (b *Broker) mayRead(cl *Client, name []byte) bool {
 // deliverLocked sends m to cl at qos 1 or 2 with a fresh packet identifier. cl.mu must be held.
 func (b *Broker) deliverLocked(cl *Client, bt *Batch, m *session.Message, qos packet.QoS) {
 	if cl.conn != nil && cl.sess.QueueLen() == 0 {
-		if f, err := cl.sess.Send(m, qos); err == nil {
+		if f, err := cl.sess.Send(m, qos, b.window, b.now()); err == nil {
 			b.sendInflightLocked(cl, bt, f, false)
 			return
 		}
-		// Every packet id is in flight: queue it behind them.
+		// The window is full: queue it behind what is in flight.
 	}
+	b.queueLocked(cl, m, qos)
+}
+
+// queueLocked keeps m for cl until it can be sent: [MQTT-3.1.2-5] an offline persistent session
+// keeps QoS 1 and 2 messages, and behind a non-empty queue new messages wait too, so that order is
+// kept ([MQTT-4.6.0-5]). cl.mu must be held.
+func (b *Broker) queueLocked(cl *Client, m *session.Message, qos packet.QoS) {
 	if cl.conn == nil && cl.sess.Clean {
 		// A clean session ends with its connection; nothing is kept for it ([MQTT-3.1.2-6]).
 		b.stats.dropped.Add(1)
 		return
 	}
-	// [MQTT-3.1.2-5] an offline persistent session keeps QoS 1 and 2 messages; behind a non-empty
-	// queue new messages wait too, so that order is kept ([MQTT-4.6.0-5]).
-	if !cl.sess.Queue(m, qos, b.maxQueued) {
+	if !cl.sess.Queue(m, qos, b.maxQueued, b.opts.MaxQueuedBytes) {
 		n := b.stats.dropped.Add(1)
 		b.warnDrop(cl, n)
 	}
 }
 
-// drainLocked sends queued messages while the client is connected and packet ids are free.
-// cl.mu must be held.
+// drainLocked sends queued messages, oldest first, while the client is connected and its window
+// has room. cl.mu must be held.
 func (b *Broker) drainLocked(cl *Client, bt *Batch) {
 	for cl.conn != nil {
-		f, ok := cl.sess.SendQueued()
+		q, f, ok := cl.sess.Dequeue(b.window, b.now())
 		if !ok {
 			return
 		}
-		b.sendInflightLocked(cl, bt, f, false)
+		if f != nil {
+			b.sendInflightLocked(cl, bt, f, false)
+			continue
+		}
+		p := packet.Publish{Retain: q.Msg.Retain, Topic: []byte(q.Msg.Topic)}
+		bt.buf = packet.AppendPublishHeader(bt.buf[:0], &p, len(q.Msg.Payload))
+		bt.buf = append(bt.buf, q.Msg.Payload...)
+		b.enqueueLocked(cl, bt, bt.buf, true)
 	}
 }
 
@@ -609,7 +750,7 @@ func (b *Broker) Ack(cl *Client, t packet.Type, id uint16, bt *Batch) {
 	case packet.TypePuback:
 		err = cl.sess.Puback(id)
 	case packet.TypePubrec:
-		if err = cl.sess.Pubrec(id); err == nil {
+		if err = cl.sess.Pubrec(id, b.now()); err == nil {
 			bt.buf = (&packet.Pubrel{PacketID: id}).Append(bt.buf[:0])
 			b.enqueueLocked(cl, bt, bt.buf, false)
 		}

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/iotd/iotd/internal/auth"
 	"github.com/iotd/iotd/internal/packet"
@@ -377,7 +380,7 @@ func TestRetainedAndUnsubscribe(t *testing.T) {
 }
 
 func TestPacketIDExhaustionQueues(t *testing.T) {
-	e := newEnv(t, Options{})
+	e := newEnv(t, Options{MaxInflight: 70000, MaxQueued: 10})
 	cl, fc, _ := e.connect("s", true, nil)
 	e.sub(cl, 1, "t")
 	pub, _, _ := e.connect("pub", true, nil)
@@ -403,4 +406,104 @@ func TestPacketIDExhaustionQueues(t *testing.T) {
 	if len(got) != 1 || got[0].PacketID != 4242 || string(got[0].Payload) != "queued" {
 		t.Fatalf("after freeing id 4242 got %v", got)
 	}
+}
+
+func TestInflightWindow(t *testing.T) {
+	e := newEnv(t, Options{MaxInflight: 2})
+	cl, fc, _ := e.connect("s", false, nil)
+	e.sub(cl, 2, "t")
+	pub, _, _ := e.connect("pub", true, nil)
+	for i := 0; i < 5; i++ {
+		e.pub(pub, "t", fmt.Sprint(i), packet.QoS(1+i%2), false)
+	}
+	got := fc.publishes(t)
+	if len(got) != 2 {
+		t.Fatalf("window 2: %d sent", len(got))
+	}
+	// MQTT-4.6.0-5: acknowledging opens the window and the queue drains in order.
+	var all []string
+	for len(got) > 0 {
+		p := got[0]
+		got = got[1:]
+		all = append(all, string(p.Payload))
+		if p.QoS == 1 {
+			e.b.Ack(cl, packet.TypePuback, p.PacketID, &e.bt)
+		} else {
+			e.b.Ack(cl, packet.TypePubrec, p.PacketID, &e.bt)
+			e.b.Ack(cl, packet.TypePubcomp, p.PacketID, &e.bt)
+		}
+		e.bt.Flush()
+		got = append(got, fc.publishes(t)...)
+	}
+	if strings.Join(all, ",") != "0,1,2,3,4" {
+		t.Fatalf("order %v", all)
+	}
+}
+
+func TestQueueQoS0AndBytes(t *testing.T) {
+	e := newEnv(t, Options{QueueQoS0: true, MaxQueuedBytes: 10})
+	cl, fc, _ := e.connect("p", false, nil)
+	e.sub(cl, 1, "t")
+	e.b.Disconnect(cl, fc, true)
+	pub, _, _ := e.connect("pub", true, nil)
+	e.pub(pub, "t", "zero", 0, false)    // 5 bytes with the topic
+	e.pub(pub, "t", "one", 1, false)     // 4 bytes: 9 in all
+	e.pub(pub, "t", "refused", 1, false) // over 10 bytes
+	if st := e.b.Stats(); st.Dropped != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	_, fc2, _ := e.connect("p", false, nil)
+	got := fc2.publishes(t)
+	if len(got) != 2 || string(got[0].Payload) != "zero" || got[0].QoS != 0 || string(got[1].Payload) != "one" || got[1].QoS != 1 {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func TestRetryAndExpiry(t *testing.T) {
+	e := newEnv(t, Options{RetryInterval: time.Second, RetryMaxInterval: 4 * time.Second, SessionExpiry: time.Hour})
+	cl, fc, _ := e.connect("s", false, nil)
+	e.sub(cl, 2, "t")
+	pub, _, _ := e.connect("pub", true, nil)
+	e.pub(pub, "t", "x", 1, false)
+	first := fc.publishes(t)[0]
+	now := e.b.now()
+	e.b.housekeep(now, &e.bt)
+	if got := fc.publishes(t); len(got) != 0 {
+		t.Fatalf("re-sent before the interval: %v", got)
+	}
+	e.b.housekeep(now+int64(time.Second), &e.bt)
+	got := fc.publishes(t)
+	if len(got) != 1 || !got[0].Dup || got[0].PacketID != first.PacketID {
+		t.Fatalf("MQTT-3.3.1-1 retry with DUP: got %v", got)
+	}
+	e.b.housekeep(now+int64(2*time.Second), &e.bt) // backoff: next retry 2 s after the first
+	if got := fc.publishes(t); len(got) != 0 {
+		t.Fatalf("retried before the backoff: %v", got)
+	}
+	e.b.housekeep(now+int64(3*time.Second), &e.bt)
+	if got := fc.publishes(t); len(got) != 1 || e.b.Stats().Retried != 2 {
+		t.Fatalf("second retry: %v, stats %+v", got, e.b.Stats())
+	}
+	e.b.Disconnect(cl, fc, false)
+	e.b.housekeep(e.b.now()+int64(30*time.Minute), &e.bt)
+	if st := e.b.Stats(); st.Sessions != 2 || st.Expired != 0 {
+		t.Fatalf("expired too early: %+v", st)
+	}
+	e.b.housekeep(e.b.now()+int64(time.Hour), &e.bt)
+	if st := e.b.Stats(); st.Sessions != 1 || st.Expired != 1 || st.Subscriptions != 0 {
+		t.Fatalf("not expired: %+v", st)
+	}
+	// A reconnect after expiry starts a new session.
+	if _, _, ack := e.connect("s", false, nil); ack.SessionPresent {
+		t.Fatal("expired session still present")
+	}
+}
+
+func TestRunStops(t *testing.T) {
+	b := New(Options{SessionExpiry: time.Hour, RetryInterval: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.Run(ctx); close(done) }()
+	cancel()
+	<-done
 }

@@ -18,6 +18,9 @@ const (
 	defaultMaxPendingBytes = 1 << 20
 	defaultRetainedMax     = 100000
 	defaultMaxQueued       = 1000
+	defaultMaxInflight     = 64
+	defaultRetryMax        = Duration(time.Minute)
+	defaultSessionExpiry   = Duration(2 * time.Hour)
 	defaultShutdownTimeout = Duration(10 * time.Second)
 	defaultLogLevel        = "info"
 	defaultLogFormat       = "text"
@@ -148,12 +151,34 @@ type Retained struct {
 
 // Session bounds the state kept for each client session.
 type Session struct {
-	// MaxQueuedMessages caps the QoS 1 and 2 messages kept for one session
-	// while its client is offline (CleanSession=0, [MQTT-3.1.2-5]) or while
-	// every packet identifier is in flight; they are sent, in order, when the
-	// client is back. Once full, new messages for that session are dropped,
-	// logged and counted. 0 keeps none. Default 1000; >= 0.
+	// MaxInflightMessages is the inflight window: QoS 1 and 2 messages sent
+	// to one client and not yet acknowledged. Further messages wait in the
+	// session's queue, in order. Default 64; 1..65535.
+	MaxInflightMessages int `toml:"max_inflight_messages"`
+	// MaxQueuedMessages caps the messages kept for one session while its
+	// client is offline (CleanSession=0, [MQTT-3.1.2-5]) or its inflight
+	// window is full; they are sent, in order, when it can take them. Once
+	// full, new messages for that session are dropped (the newest is
+	// refused), logged and counted. 0 keeps none. Default 1000; >= 0.
 	MaxQueuedMessages int `toml:"max_queued_messages"`
+	// MaxQueuedBytes caps the topic and payload bytes of one session's queue;
+	// 0 means only max_queued_messages bounds it. Default 0; >= 0.
+	MaxQueuedBytes int `toml:"max_queued_bytes"`
+	// QueueQoS0 also queues QoS 0 messages for offline persistent sessions.
+	// Default false.
+	QueueQoS0 bool `toml:"queue_qos0"`
+	// RetryInterval re-sends an unacknowledged QoS 1/2 message, with DUP set,
+	// to a connected client after this long, doubling for each further retry
+	// up to RetryMaxInterval. "0s" (the default) re-sends only when the
+	// client reconnects, which is what MQTT 3.1.1 requires [MQTT-4.4.0-1].
+	// >= 0.
+	RetryInterval Duration `toml:"retry_interval"`
+	// RetryMaxInterval caps the retry backoff. Default "1m"; > 0.
+	RetryMaxInterval Duration `toml:"retry_max_interval"`
+	// Expiry removes a persistent session whose client has been offline this
+	// long, with its subscriptions and queued messages. "0s" means never.
+	// Default "2h"; >= 0.
+	Expiry Duration `toml:"expiry"`
 }
 
 // Log selects what is logged and how.
@@ -192,8 +217,13 @@ func Default() Config {
 			MaxMessages:    defaultRetainedMax,
 			MaxPayloadSize: 0,
 		},
-		Session: Session{MaxQueuedMessages: defaultMaxQueued},
-		Log:     Log{Level: defaultLogLevel, Format: defaultLogFormat},
+		Session: Session{
+			MaxInflightMessages: defaultMaxInflight,
+			MaxQueuedMessages:   defaultMaxQueued,
+			RetryMaxInterval:    defaultRetryMax,
+			Expiry:              defaultSessionExpiry,
+		},
+		Log: Log{Level: defaultLogLevel, Format: defaultLogFormat},
 		Server: Server{
 			ShutdownTimeout: defaultShutdownTimeout,
 			Workers:         0,

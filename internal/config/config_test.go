@@ -52,9 +52,10 @@ func TestDefault(t *testing.T) {
 		},
 		KeepAlive: KeepAlive{Max: 0},
 		Retained:  Retained{MaxMessages: 100000, MaxPayloadSize: 0},
-		Session:   Session{MaxQueuedMessages: 1000},
-		Log:       Log{Level: "info", Format: "text"},
-		Server:    Server{ShutdownTimeout: Duration(10 * time.Second), Workers: 0},
+		Session: Session{MaxInflightMessages: 64, MaxQueuedMessages: 1000,
+			RetryMaxInterval: Duration(time.Minute), Expiry: Duration(2 * time.Hour)},
+		Log:    Log{Level: "info", Format: "text"},
+		Server: Server{ShutdownTimeout: Duration(10 * time.Second), Workers: 0},
 	}
 	got := Default()
 	if !reflect.DeepEqual(got, want) {

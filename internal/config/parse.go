@@ -219,6 +219,14 @@ func (d *decoder) value(p toml.Primitive, path string, key toml.Key, line int, f
 		}
 		fv.SetInt(n)
 
+	case fv.Kind() == reflect.Bool:
+		b, ok := raw.(bool)
+		if !ok {
+			d.fail(path, line, "must be a boolean (true or false), got %s", describe(raw))
+			return
+		}
+		fv.SetBool(b)
+
 	case fv.Kind() == reflect.String:
 		s, ok := raw.(string)
 		if !ok {

@@ -64,6 +64,11 @@ address = "[::1]:1885"
 			want: func(c *Config) { c.Limits.MaxPendingBytes = 4096 }},
 		{name: "keepalive.max", doc: "[keepalive]\nmax = 600\n",
 			want: func(c *Config) { c.KeepAlive.Max = 600 }},
+		{name: "session keys", doc: "[session]\nmax_inflight_messages = 10\nmax_queued_bytes = 4096\nqueue_qos0 = true\nretry_interval = \"5s\"\nretry_max_interval = \"30s\"\nexpiry = \"0s\"\n",
+			want: func(c *Config) {
+				c.Session.MaxInflightMessages, c.Session.MaxQueuedBytes, c.Session.QueueQoS0 = 10, 4096, true
+				c.Session.RetryInterval, c.Session.RetryMaxInterval, c.Session.Expiry = Duration(5*time.Second), Duration(30*time.Second), 0
+			}},
 		{name: "retained.max_messages", doc: "[retained]\nmax_messages = 0\n",
 			want: func(c *Config) { c.Retained.MaxMessages = 0 }},
 		{name: "retained.max_payload_size", doc: "[retained]\nmax_payload_size = 65536\n",
@@ -131,6 +136,8 @@ func TestParseErrors(t *testing.T) {
 			want: "keepalive.max: must be an integer, got float 1.5 (line 2)"},
 		{name: "boolean for integer", doc: "[server]\nworkers = true\n",
 			want: "server.workers: must be an integer, got boolean true (line 2)"},
+		{name: "string for boolean", doc: "[session]\nqueue_qos0 = \"yes\"\n",
+			want: "session.queue_qos0: must be a boolean (true or false), got string \"yes\" (line 2)"},
 		{name: "date for integer", doc: "[retained]\nmax_messages = 1979-05-27\n",
 			want: "retained.max_messages: must be an integer, got date/time (line 2)"},
 		{name: "array for integer", doc: "[retained]\nmax_payload_size = [1, 2]\n",

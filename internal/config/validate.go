@@ -55,7 +55,18 @@ func (c *Config) validate() []error {
 
 	v.intMin("retained.max_messages", c.Retained.MaxMessages, 0)
 	v.intMin("retained.max_payload_size", c.Retained.MaxPayloadSize, 0)
+	v.intRange("session.max_inflight_messages", c.Session.MaxInflightMessages, 1, 65535)
 	v.intMin("session.max_queued_messages", c.Session.MaxQueuedMessages, 0)
+	v.intMin("session.max_queued_bytes", c.Session.MaxQueuedBytes, 0)
+	if c.Session.RetryInterval < 0 {
+		v.add("session.retry_interval", "must be 0s (off) or more, got %s", c.Session.RetryInterval)
+	}
+	if c.Session.RetryMaxInterval <= 0 {
+		v.add("session.retry_max_interval", "must be greater than 0s, got %s", c.Session.RetryMaxInterval)
+	}
+	if c.Session.Expiry < 0 {
+		v.add("session.expiry", "must be 0s (never) or more, got %s", c.Session.Expiry)
+	}
 
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)

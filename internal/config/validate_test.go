@@ -92,6 +92,17 @@ func TestValidate(t *testing.T) {
 		{name: "retained.max_messages negative", mutate: func(c *Config) { c.Retained.MaxMessages = -5 },
 			want: []FieldError{{"retained.max_messages", "must be 0 or more, got -5"}}},
 		{name: "retained.max_payload_size set", mutate: func(c *Config) { c.Retained.MaxPayloadSize = 1024 }},
+		{name: "session.max_inflight_messages zero", mutate: func(c *Config) { c.Session.MaxInflightMessages = 0 },
+			want: []FieldError{{"session.max_inflight_messages", "must be between 1 and 65535, got 0"}}},
+		{name: "session.max_queued_bytes negative", mutate: func(c *Config) { c.Session.MaxQueuedBytes = -1 },
+			want: []FieldError{{"session.max_queued_bytes", "must be 0 or more, got -1"}}},
+		{name: "session durations", mutate: func(c *Config) {
+			c.Session.RetryInterval, c.Session.RetryMaxInterval, c.Session.Expiry = -1, 0, -1
+		}, want: []FieldError{
+			{"session.retry_interval", "must be 0s (off) or more, got -1ns"},
+			{"session.retry_max_interval", "must be greater than 0s, got 0s"},
+			{"session.expiry", "must be 0s (never) or more, got -1ns"},
+		}},
 		{name: "session.max_queued_messages zero", mutate: func(c *Config) { c.Session.MaxQueuedMessages = 0 }},
 		{name: "session.max_queued_messages negative", mutate: func(c *Config) { c.Session.MaxQueuedMessages = -1 },
 			want: []FieldError{{"session.max_queued_messages", "must be 0 or more, got -1"}}},

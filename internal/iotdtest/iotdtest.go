@@ -106,7 +106,17 @@ func Start(t testing.TB, sopts server.Options, bopts broker.Options) *Env {
 	}
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln, "test") }()
+	hctx, stopHousekeep := context.WithCancel(context.Background())
+	housekept := make(chan struct{})
+	go func() {
+		defer close(housekept)
+		b.Run(hctx)
+	}()
 	t.Cleanup(func() {
+		defer func() {
+			stopHousekeep()
+			<-housekept
+		}()
 		if t.Failed() {
 			t.Logf("broker log:\n%s", logs)
 		}

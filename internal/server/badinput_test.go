@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -246,35 +247,74 @@ func TestShutdown(t *testing.T) {
 
 func TestSlowConsumerDisconnected(t *testing.T) {
 	env := iotdtest.Start(t, server.Options{MaxPendingBytes: 16 << 10}, broker.Options{})
-	stuck := iotdtest.Dial(t, env.Addr)
-	stuck.Conn.(*net.TCPConn).SetReadBuffer(4096)
-	stuck.MustConnect("stuck1", true)
-	stuck.Subscribe(1, 1, "s/#") // QoS 1 deliveries are never dropped, so the connection is cut instead
-	pub := iotdtest.Dial(t, env.Addr)
-	pub.MustConnect("pub", true)
-	drained := make(chan struct{})
-	go func() { // the publisher reads its PUBACKs so that it is not a slow consumer itself
-		defer close(drained)
-		for {
-			if _, err := pub.TryRead(iotdtest.Timeout); err != nil {
-				return
-			}
-		}
-	}()
-	payload := []byte(strings.Repeat("x", 1000))
+	// A client that publishes at QoS 1 and never reads its PUBACKs: acknowledgements are never
+	// dropped, so once its pending output passes four times the limit it is disconnected.
+	c := iotdtest.Dial(t, env.Addr)
+	c.Conn.(*net.TCPConn).SetReadBuffer(4096)
+	c.MustConnect("deaf", true)
 	var batch []byte
-	for i := 0; i < 12000 && env.Server.Stats().Open >= 2; i++ {
-		batch = (&packet.Publish{Topic: []byte("s/1"), Payload: payload, QoS: 1, PacketID: uint16(i%60000 + 1)}).Append(batch)
-		if len(batch) > 64<<10 {
-			pub.SendRaw(batch)
-			batch = batch[:0]
+	for i := 0; i < 64<<10; i++ {
+		batch = (&packet.Publish{Topic: []byte("nobody/listens"), QoS: 1, PacketID: uint16(i%60000 + 1)}).Append(batch)
+	}
+	for i := 0; i < 40 && env.Server.Stats().Open > 0; i++ {
+		if _, err := c.Conn.Write(batch); err != nil {
+			break // closed by the server
 		}
 	}
-	env.Logs.WaitFor(t, "level=WARN", "slow consumer", "client_id=stuck1")
-	iotdtest.Eventually(t, func() bool { return env.Server.Stats().Open == 1 }, "stuck subscriber disconnected")
-	pub.Conn.Close()
-	<-drained
+	env.Logs.WaitFor(t, "level=WARN", "slow consumer", "client_id=deaf")
+	iotdtest.Eventually(t, func() bool { return env.Server.Stats().Open == 0 }, "deaf client disconnected")
 	other := iotdtest.Dial(t, env.Addr)
 	other.MustConnect("other", true)
 	other.Ping()
+}
+
+func TestStuckSubscriberQoS1(t *testing.T) {
+	env := iotdtest.Start(t, server.Options{}, broker.Options{MaxInflight: 8, MaxQueued: 100})
+	stuck := iotdtest.Dial(t, env.Addr)
+	stuck.MustConnect("stuck", true)
+	stuck.Subscribe(1, 1, "s/#") // never acknowledges
+	fast := iotdtest.Dial(t, env.Addr)
+	fast.MustConnect("fast", true)
+	fast.Subscribe(1, 1, "s/#")
+	pub := iotdtest.Dial(t, env.Addr)
+	pub.MustConnect("pub", true)
+	const n, chunk = 1000, 50
+	received := make(chan string, n)
+	go func() { // the healthy subscriber reads and acknowledges everything, concurrently
+		for i := 0; i < n; i++ {
+			p, err := fast.TryRead(iotdtest.Timeout)
+			if err != nil {
+				close(received)
+				return
+			}
+			pub := p.(*packet.Publish)
+			received <- string(pub.Payload)
+			fast.Send(&packet.Puback{PacketID: pub.PacketID})
+		}
+	}()
+	for i := 0; i < n; i++ {
+		pub.Send(&packet.Publish{Topic: []byte("s/1"), Payload: []byte(fmt.Sprint(i)), QoS: 1, PacketID: uint16(i + 1)})
+		// The publisher is never blocked: it is acknowledged at once.
+		if a, ok := pub.Read().(*packet.Puback); !ok || a.PacketID != uint16(i+1) {
+			t.Fatalf("PUBACK %d: got %T %+v", i+1, a, a)
+		}
+		if (i+1)%chunk == 0 { // pace the publisher to the healthy subscriber, so only the stuck one overflows
+			for j := i + 1 - chunk; j <= i; j++ {
+				if got, ok := <-received; !ok || got != fmt.Sprint(j) {
+					t.Fatalf("fast subscriber got %q (open %v), want %d in order", got, ok, j)
+				}
+			}
+		}
+	}
+	// The stuck one got its window (8) and has 100 queued; the rest was dropped, counted and logged.
+	for i := 0; i < 8; i++ {
+		if p := stuck.ReadPublish(); string(p.Payload) != fmt.Sprint(i) {
+			t.Fatalf("stuck got %q", p.Payload)
+		}
+	}
+	stuck.ExpectNoPublish()
+	if st := env.Broker.Stats(); st.Dropped != n-8-100 {
+		t.Fatalf("dropped %d, want %d", st.Dropped, n-8-100)
+	}
+	env.Logs.WaitFor(t, "level=WARN", "delivery dropped", "client_id=stuck")
 }

@@ -16,6 +16,10 @@ import (
 // ErrNoPacketID is returned by Session.Send when all 65,535 packet identifiers are in flight.
 var ErrNoPacketID = errors.New("session: every packet identifier is in use")
 
+// ErrWindowFull is returned by Session.Send when the inflight window is full; the caller queues
+// the message instead.
+var ErrWindowFull = errors.New("session: inflight window full")
+
 // ErrUnknownPacketID is returned by the acknowledgement methods for an identifier that is not in
 // flight in the expected state. The caller ignores such an acknowledgement (it may be a duplicate
 // after a reconnect); it is not a protocol violation.
@@ -51,9 +55,11 @@ const (
 // Inflight is an outbound QoS 1 or 2 message that has a packet identifier and has not completed.
 type Inflight struct {
 	PacketID uint16     // the identifier it was sent with
-	Msg      *Message   // the message; nil once PUBREC arrived (only the PUBREL flow remains)
 	QoS      packet.QoS // the QoS it is delivered at (the minimum of publish and granted QoS)
 	State    State      // where it is in its acknowledgement flow
+	Attempts uint8      // how many times it was re-sent on timeout (for the backoff)
+	Msg      *Message   // the message; nil once PUBREC arrived (only the PUBREL flow remains)
+	SentAt   int64      // when it (or its PUBREL) was last sent, in the caller's clock
 }
 
 // Session is the state of one client session.
@@ -69,6 +75,7 @@ type Session struct {
 
 	lastID      uint16
 	queue       []Queued // waiting for the client or for a free packet id, oldest first
+	queueBytes  int      // topic and payload bytes in queue
 	inflight    map[uint16]*Inflight
 	order       []uint16 // packet ids of inflight in the order they were first sent ([MQTT-4.6.0-1])
 	awaitingRel map[uint16]struct{}
@@ -100,9 +107,14 @@ func (s *Session) Unsubscribe(filter string) (removed bool) {
 }
 
 // Send assigns a free packet identifier to msg for delivery at qos (1 or 2) and records it in
-// flight. Identifiers count up from 1, wrap after 65,535 and skip those still in flight
-// ([MQTT-2.3.1-2]); when all are in use it returns ErrNoPacketID and records nothing.
-func (s *Session) Send(msg *Message, qos packet.QoS) (*Inflight, error) {
+// flight, sent at time now. Identifiers count up from 1, wrap after 65,535 and skip those still
+// in flight ([MQTT-2.3.1-2]). With window > 0 at most window messages are in flight: beyond it
+// Send returns ErrWindowFull; when all identifiers are in use it returns ErrNoPacketID. In both
+// cases it records nothing.
+func (s *Session) Send(msg *Message, qos packet.QoS, window int, now int64) (*Inflight, error) {
+	if window > 0 && len(s.inflight) >= window {
+		return nil, ErrWindowFull
+	}
 	if len(s.inflight) >= 65535 {
 		return nil, ErrNoPacketID
 	}
@@ -124,7 +136,7 @@ func (s *Session) Send(msg *Message, qos packet.QoS) (*Inflight, error) {
 	if qos == packet.QoS2 {
 		st = AwaitPubrec
 	}
-	f := &Inflight{PacketID: id, Msg: msg, QoS: qos, State: st}
+	f := &Inflight{PacketID: id, Msg: msg, QoS: qos, State: st, SentAt: now}
 	s.inflight[id] = f
 	s.order = append(s.order, id)
 	return f, nil
@@ -133,16 +145,17 @@ func (s *Session) Send(msg *Message, qos packet.QoS) (*Inflight, error) {
 // Puback completes a QoS 1 delivery ([MQTT-4.3.2-1]).
 func (s *Session) Puback(id uint16) error { return s.complete(id, AwaitPuback) }
 
-// Pubrec moves a QoS 2 delivery from "PUBLISH sent" to "PUBREL sent"; the caller sends PUBREL
-// ([MQTT-4.3.3-1]). A repeated PUBREC for a message already in AwaitPubcomp is accepted again so
+// Pubrec moves a QoS 2 delivery from "PUBLISH sent" to "PUBREL sent" at time now; the caller
+// sends PUBREL ([MQTT-4.3.3-1]). A repeated PUBREC for a message already in AwaitPubcomp is accepted again so
 // the caller re-sends PUBREL.
-func (s *Session) Pubrec(id uint16) error {
+func (s *Session) Pubrec(id uint16, now int64) error {
 	f, ok := s.inflight[id]
 	if !ok || f.QoS != packet.QoS2 {
 		return ErrUnknownPacketID
 	}
 	f.State = AwaitPubcomp
 	f.Msg = nil // the message itself is no longer needed once PUBREC arrived ([MQTT-4.3.3-1])
+	f.Attempts, f.SentAt = 0, now
 	return nil
 }
 
@@ -180,43 +193,78 @@ func (s *Session) Inflight() []*Inflight {
 	return out
 }
 
-// Queued is a QoS 1 or 2 message waiting to be sent: its client is offline ([MQTT-3.1.2-5]) or
-// every packet identifier is in flight.
+// Queued is a message waiting to be sent: its client is offline ([MQTT-3.1.2-5]) or its inflight
+// window is full. QoS 0 messages are queued only for offline sessions, when the broker is so
+// configured.
 type Queued struct {
 	Msg *Message   // the message
 	QoS packet.QoS // the QoS it will be delivered at
 }
 
-// Queue appends msg to the session's queue unless the queue already holds max messages; it
-// reports whether msg was queued.
-func (s *Session) Queue(msg *Message, qos packet.QoS, max int) bool {
-	if len(s.queue) >= max {
+func queuedSize(m *Message) int { return len(m.Topic) + len(m.Payload) }
+
+// Queue appends msg to the session's queue unless that would make it hold more than maxMsgs
+// messages or, with maxBytes > 0, more than maxBytes bytes of topics and payloads; it reports
+// whether msg was queued. When the queue is full the new message is the one refused (tail drop),
+// so what is queued keeps its order.
+func (s *Session) Queue(msg *Message, qos packet.QoS, maxMsgs, maxBytes int) bool {
+	n := queuedSize(msg)
+	if len(s.queue) >= maxMsgs || maxBytes > 0 && s.queueBytes+n > maxBytes {
 		return false
 	}
 	s.queue = append(s.queue, Queued{Msg: msg, QoS: qos})
+	s.queueBytes += n
 	return true
 }
 
 // QueueLen returns the number of queued messages.
 func (s *Session) QueueLen() int { return len(s.queue) }
 
-// SendQueued moves the oldest queued message into flight, as Send does, and returns it. ok is
-// false when the queue is empty or no packet identifier is free; the message then stays queued.
-func (s *Session) SendQueued() (f *Inflight, ok bool) {
+// QueueBytes returns the topic and payload bytes of the queued messages.
+func (s *Session) QueueBytes() int { return s.queueBytes }
+
+// Dequeue takes the oldest queued message if it can be sent now: a QoS 0 message always (f is
+// nil), a QoS 1 or 2 message when Send accepts it (f is its Inflight). ok is false when the queue
+// is empty or the window or the identifiers are full; the message then stays queued.
+func (s *Session) Dequeue(window int, now int64) (q Queued, f *Inflight, ok bool) {
 	if len(s.queue) == 0 {
-		return nil, false
+		return Queued{}, nil, false
 	}
-	q := s.queue[0]
-	f, err := s.Send(q.Msg, q.QoS)
-	if err != nil {
-		return nil, false
+	q = s.queue[0]
+	if q.QoS > packet.QoS0 {
+		var err error
+		if f, err = s.Send(q.Msg, q.QoS, window, now); err != nil {
+			return Queued{}, nil, false
+		}
 	}
 	s.queue[0] = Queued{}
 	s.queue = s.queue[1:]
+	s.queueBytes -= queuedSize(q.Msg)
 	if len(s.queue) == 0 {
 		s.queue = nil // release the backing array of a drained queue
 	}
-	return f, true
+	return q, f, true
+}
+
+// Due calls fn, in send order, for each inflight message whose last send is older than its
+// retry interval: interval doubled per earlier retry, capped at maxInterval. After fn it counts
+// the attempt and sets SentAt to now. Times are in the caller's clock (nanoseconds).
+func (s *Session) Due(now int64, interval, maxInterval int64, fn func(*Inflight)) {
+	for _, id := range s.order {
+		f := s.inflight[id]
+		wait := interval << min(f.Attempts, 30)
+		if wait <= 0 || wait > maxInterval {
+			wait = maxInterval
+		}
+		if now-f.SentAt < wait {
+			continue
+		}
+		fn(f)
+		if f.Attempts < 255 {
+			f.Attempts++
+		}
+		f.SentAt = now
+	}
 }
 
 // ReceiveQoS2 records an inbound QoS 2 packet identifier. It reports whether the message is new

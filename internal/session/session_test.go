@@ -29,8 +29,8 @@ func TestPacketIDs(t *testing.T) {
 	msg := &Message{Topic: "t", Payload: []byte("x"), QoS: packet.QoS1}
 	t.Run("MQTT-2.3.1-2 ids count up and skip ids in flight", func(t *testing.T) {
 		s := New("c", false)
-		a, _ := s.Send(msg, packet.QoS1)
-		b, _ := s.Send(msg, packet.QoS1)
+		a, _ := s.Send(msg, packet.QoS1, 0, 0)
+		b, _ := s.Send(msg, packet.QoS1, 0, 0)
 		if a.PacketID != 1 || b.PacketID != 2 {
 			t.Fatalf("got %d, %d, want 1, 2", a.PacketID, b.PacketID)
 		}
@@ -38,9 +38,9 @@ func TestPacketIDs(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.lastID = 65534
-		c, _ := s.Send(msg, packet.QoS1)
-		d, _ := s.Send(msg, packet.QoS1) // wraps past 65535 to 1 (free again)
-		e, _ := s.Send(msg, packet.QoS1) // 2 is still in flight: skipped
+		c, _ := s.Send(msg, packet.QoS1, 0, 0)
+		d, _ := s.Send(msg, packet.QoS1, 0, 0) // wraps past 65535 to 1 (free again)
+		e, _ := s.Send(msg, packet.QoS1, 0, 0) // 2 is still in flight: skipped
 		if c.PacketID != 65535 || d.PacketID != 1 || e.PacketID != 3 {
 			t.Fatalf("got %d, %d, %d, want 65535, 1, 3", c.PacketID, d.PacketID, e.PacketID)
 		}
@@ -48,17 +48,17 @@ func TestPacketIDs(t *testing.T) {
 	t.Run("exhaustion returns ErrNoPacketID", func(t *testing.T) {
 		s := New("c", false)
 		for i := 0; i < 65535; i++ {
-			if _, err := s.Send(msg, packet.QoS1); err != nil {
+			if _, err := s.Send(msg, packet.QoS1, 0, 0); err != nil {
 				t.Fatalf("send %d: %v", i, err)
 			}
 		}
-		if _, err := s.Send(msg, packet.QoS1); !errors.Is(err, ErrNoPacketID) {
+		if _, err := s.Send(msg, packet.QoS1, 0, 0); !errors.Is(err, ErrNoPacketID) {
 			t.Fatalf("got %v, want ErrNoPacketID", err)
 		}
 		if err := s.Puback(777); err != nil {
 			t.Fatal(err)
 		}
-		f, err := s.Send(msg, packet.QoS1)
+		f, err := s.Send(msg, packet.QoS1, 0, 0)
 		if err != nil || f.PacketID != 777 {
 			t.Fatalf("after freeing 777: got %v, %v", f, err)
 		}
@@ -68,7 +68,7 @@ func TestPacketIDs(t *testing.T) {
 func TestQoS2Outbound(t *testing.T) {
 	s := New("c", false)
 	msg := &Message{Topic: "t", QoS: packet.QoS2}
-	f, _ := s.Send(msg, packet.QoS2)
+	f, _ := s.Send(msg, packet.QoS2, 0, 0)
 	if f.State != AwaitPubrec {
 		t.Fatalf("state %v, want AwaitPubrec", f.State)
 	}
@@ -78,10 +78,10 @@ func TestQoS2Outbound(t *testing.T) {
 	if err := s.Puback(f.PacketID); !errors.Is(err, ErrUnknownPacketID) {
 		t.Fatalf("PUBACK for QoS 2: got %v", err)
 	}
-	if err := s.Pubrec(f.PacketID); err != nil || f.State != AwaitPubcomp || f.Msg != nil {
+	if err := s.Pubrec(f.PacketID, 0); err != nil || f.State != AwaitPubcomp || f.Msg != nil {
 		t.Fatalf("PUBREC: %v, state %v", err, f.State)
 	}
-	if err := s.Pubrec(f.PacketID); err != nil {
+	if err := s.Pubrec(f.PacketID, 0); err != nil {
 		t.Fatalf("duplicate PUBREC: %v", err)
 	}
 	if got := s.Inflight(); len(got) != 1 || got[0] != f {
@@ -90,11 +90,11 @@ func TestQoS2Outbound(t *testing.T) {
 	if err := s.Pubcomp(f.PacketID); err != nil || s.InflightLen() != 0 {
 		t.Fatalf("PUBCOMP: %v, inflight %d", err, s.InflightLen())
 	}
-	if err := s.Pubrec(99); !errors.Is(err, ErrUnknownPacketID) {
+	if err := s.Pubrec(99, 0); !errors.Is(err, ErrUnknownPacketID) {
 		t.Fatalf("PUBREC unknown: %v", err)
 	}
-	q1, _ := s.Send(msg, packet.QoS1)
-	if err := s.Pubrec(q1.PacketID); !errors.Is(err, ErrUnknownPacketID) {
+	q1, _ := s.Send(msg, packet.QoS1, 0, 0)
+	if err := s.Pubrec(q1.PacketID, 0); !errors.Is(err, ErrUnknownPacketID) {
 		t.Fatalf("PUBREC for QoS 1: %v", err)
 	}
 }
@@ -104,7 +104,7 @@ func TestInflightOrder(t *testing.T) {
 	msg := &Message{Topic: "t"}
 	var ids []uint16
 	for i := 0; i < 5; i++ {
-		f, _ := s.Send(msg, packet.QoS1)
+		f, _ := s.Send(msg, packet.QoS1, 0, 0)
 		ids = append(ids, f.PacketID)
 	}
 	s.Puback(ids[2])
@@ -145,36 +145,102 @@ func TestQueue(t *testing.T) {
 	s := New("c", false)
 	m1, m2, m3 := &Message{Topic: "1"}, &Message{Topic: "2"}, &Message{Topic: "3"}
 	t.Run("MQTT-3.1.2-5 messages kept in order up to the limit", func(t *testing.T) {
-		if !s.Queue(m1, packet.QoS1, 2) || !s.Queue(m2, packet.QoS2, 2) || s.Queue(m3, packet.QoS1, 2) {
+		if !s.Queue(m1, packet.QoS1, 2, 0) || !s.Queue(m2, packet.QoS2, 2, 0) || s.Queue(m3, packet.QoS1, 2, 0) {
 			t.Fatal("want two queued, the third refused")
 		}
-		if s.QueueLen() != 2 {
-			t.Fatalf("QueueLen %d", s.QueueLen())
+		if s.QueueLen() != 2 || s.QueueBytes() != 2 {
+			t.Fatalf("QueueLen %d QueueBytes %d", s.QueueLen(), s.QueueBytes())
 		}
 	})
-	f, ok := s.SendQueued()
-	if !ok || f.Msg != m1 || f.QoS != packet.QoS1 || f.State != AwaitPuback {
+	q, f, ok := s.Dequeue(0, 5)
+	if !ok || q.Msg != m1 || f.Msg != m1 || f.QoS != packet.QoS1 || f.State != AwaitPuback || f.SentAt != 5 {
 		t.Fatalf("first: %+v %v", f, ok)
 	}
-	f, ok = s.SendQueued()
-	if !ok || f.Msg != m2 || f.State != AwaitPubrec || s.QueueLen() != 0 {
+	_, f, ok = s.Dequeue(0, 5)
+	if !ok || f.Msg != m2 || f.State != AwaitPubrec || s.QueueLen() != 0 || s.QueueBytes() != 0 {
 		t.Fatalf("second: %+v %v", f, ok)
 	}
-	if _, ok := s.SendQueued(); ok {
+	if _, _, ok := s.Dequeue(0, 5); ok {
 		t.Fatal("empty queue sent something")
 	}
+	t.Run("byte limit", func(t *testing.T) {
+		s := New("c", false)
+		big := &Message{Topic: "t", Payload: make([]byte, 99)}
+		if !s.Queue(big, packet.QoS1, 10, 200) || !s.Queue(big, packet.QoS1, 10, 200) || s.Queue(big, packet.QoS1, 10, 200) {
+			t.Fatal("want two 100-byte messages under 200 bytes, the third refused")
+		}
+	})
+	t.Run("QoS 0 is dequeued without a packet id", func(t *testing.T) {
+		s := New("c", false)
+		s.Queue(m1, packet.QoS0, 10, 0)
+		q, f, ok := s.Dequeue(1, 0)
+		if !ok || f != nil || q.Msg != m1 || q.QoS != packet.QoS0 || s.InflightLen() != 0 {
+			t.Fatalf("got %+v %+v %v", q, f, ok)
+		}
+	})
+	t.Run("stays queued while the window is full", func(t *testing.T) {
+		s := New("c", false)
+		a, _ := s.Send(m1, packet.QoS1, 1, 0)
+		if _, err := s.Send(m2, packet.QoS1, 1, 0); !errors.Is(err, ErrWindowFull) {
+			t.Fatalf("Send over the window: %v", err)
+		}
+		s.Queue(m2, packet.QoS1, 10, 0)
+		if _, _, ok := s.Dequeue(1, 0); ok {
+			t.Fatal("dequeued into a full window")
+		}
+		s.Puback(a.PacketID)
+		if _, f, ok := s.Dequeue(1, 0); !ok || f.Msg != m2 {
+			t.Fatal("not dequeued after the window opened")
+		}
+	})
 	t.Run("stays queued while no packet id is free", func(t *testing.T) {
 		s := New("c", false)
 		for i := 0; i < 65535; i++ {
-			s.Send(m1, packet.QoS1)
+			s.Send(m1, packet.QoS1, 0, 0)
 		}
-		s.Queue(m3, packet.QoS1, 10)
-		if _, ok := s.SendQueued(); ok || s.QueueLen() != 1 {
+		s.Queue(m3, packet.QoS1, 10, 0)
+		if _, _, ok := s.Dequeue(0, 0); ok || s.QueueLen() != 1 {
 			t.Fatal("sent without a free id")
 		}
 		s.Puback(9)
-		if f, ok := s.SendQueued(); !ok || f.PacketID != 9 || f.Msg != m3 {
+		if _, f, ok := s.Dequeue(0, 0); !ok || f.PacketID != 9 || f.Msg != m3 {
 			t.Fatalf("after PUBACK 9: %+v %v", f, ok)
 		}
 	})
+}
+
+func TestDue(t *testing.T) {
+	s := New("c", false)
+	m := &Message{Topic: "t"}
+	a, _ := s.Send(m, packet.QoS1, 0, 0)
+	b, _ := s.Send(m, packet.QoS2, 0, 50)
+	var got []uint16
+	collect := func(f *Inflight) { got = append(got, f.PacketID) }
+	s.Due(99, 100, 1000, collect)
+	if len(got) != 0 {
+		t.Fatalf("due before the interval: %v", got)
+	}
+	s.Due(100, 100, 1000, collect) // a is due (sent at 0), b not yet (sent at 50)
+	if len(got) != 1 || got[0] != a.PacketID || a.Attempts != 1 || a.SentAt != 100 {
+		t.Fatalf("got %v, a=%+v", got, a)
+	}
+	got = nil
+	s.Due(250, 100, 1000, collect) // b due (200 since 50); a waits 200 after its first retry (at 300)
+	if len(got) != 1 || got[0] != b.PacketID {
+		t.Fatalf("got %v", got)
+	}
+	got = nil
+	s.Due(300, 100, 1000, collect)
+	if len(got) != 1 || got[0] != a.PacketID || a.Attempts != 2 {
+		t.Fatalf("exponential backoff: got %v, a=%+v", got, a)
+	}
+	a.Attempts = 40 // the interval is capped at maxInterval however many retries
+	got = nil
+	s.Due(1300, 100, 1000, collect)
+	if len(got) != 2 {
+		t.Fatalf("cap: got %v", got)
+	}
+	if err := s.Pubrec(b.PacketID, 1400); err != nil || b.Attempts != 0 || b.SentAt != 1400 {
+		t.Fatalf("PUBREC resets the backoff: %v %+v", err, b)
+	}
 }
