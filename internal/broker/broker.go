@@ -211,9 +211,14 @@ type Client struct {
 	mu   sync.Mutex
 	sess *session.Session // guarded by mu
 	conn Outbound         // guarded by mu; nil while offline
-	id   auth.Client      // guarded by mu
+	user string           // guarded by mu: the username of the bound connection
 	// offlineSince is when the connection went away (broker clock); guarded by mu.
 	offlineSince int64
+}
+
+// identity is what the Authorizer is told about cl. cl.mu must be held.
+func (c *Client) identity() auth.Client {
+	return auth.Client{ClientID: c.ClientID(), Username: c.user}
 }
 
 // Key returns the registry key of the client's session, "__client_<clientId>".
@@ -382,7 +387,7 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 	cl.sess.Will = will // [MQTT-3.1.2-8] stored for this connection
 	cl.conn = r.Conn
 	delete(b.offline, cl)
-	cl.id = id
+	cl.user = id.Username
 	var resend []*session.Inflight
 	if present {
 		resend = cl.sess.Inflight()
@@ -469,7 +474,7 @@ func (b *Broker) publishMessage(m *session.Message, bt *Batch) {
 func (b *Broker) Publish(cl *Client, p *packet.Publish, bt *Batch) {
 	if az := b.opts.Authorizer; az != nil {
 		cl.mu.Lock()
-		id := cl.id
+		id := cl.identity()
 		cl.mu.Unlock()
 		if !az.Authorize(&id, auth.Write, string(p.Topic)) {
 			b.log.Info("publish denied", "client_id", id.ClientID, "topic", string(p.Topic))
@@ -541,7 +546,7 @@ func (b *Broker) liveMessage(p *packet.Publish, stored *session.Message, live **
 
 func (b *Broker) mayRead(cl *Client, name []byte) bool {
 	cl.mu.Lock()
-	id := cl.id
+	id := cl.identity()
 	cl.mu.Unlock()
 	return b.opts.Authorizer.Authorize(&id, auth.Read, string(name))
 }
@@ -663,7 +668,7 @@ func (b *Broker) Subscribe(cl *Client, s *packet.Subscribe, bt *Batch) error {
 	codes := make([]byte, len(s.Subscriptions))
 	granted := make([]packet.QoS, len(s.Subscriptions))
 	cl.mu.Lock()
-	id := cl.id
+	id := cl.identity()
 	for i, sub := range s.Subscriptions {
 		if az := b.opts.Authorizer; az != nil && !az.Authorize(&id, auth.Read, sub.Filter) {
 			codes[i] = packet.SubackFailure

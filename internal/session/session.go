@@ -73,12 +73,42 @@ type Session struct {
 	// Will is the will message of the current connection, nil when it has none.
 	Will *Message
 
-	lastID      uint16
+	lastID uint16
+	st     *flow // QoS 1/2 state; nil while there is none, so a quiet session stays small
+}
+
+// flow is the QoS 1/2 state of a session, allocated when first needed and released when empty.
+type flow struct {
 	queue       []Queued // waiting for the client or for a free packet id, oldest first
 	queueBytes  int      // topic and payload bytes in queue
 	inflight    map[uint16]*Inflight
 	order       []uint16 // packet ids of inflight in the order they were first sent ([MQTT-4.6.0-1])
 	awaitingRel map[uint16]struct{}
+}
+
+var noFlow flow // read-only stand-in while a session has no flow state
+
+// rd returns the flow state for reading.
+func (s *Session) rd() *flow {
+	if s.st == nil {
+		return &noFlow
+	}
+	return s.st
+}
+
+// wr returns the flow state for writing, allocating it.
+func (s *Session) wr() *flow {
+	if s.st == nil {
+		s.st = &flow{}
+	}
+	return s.st
+}
+
+// tidy releases the flow state once it holds nothing.
+func (s *Session) tidy() {
+	if st := s.st; st != nil && len(st.queue) == 0 && len(st.inflight) == 0 && len(st.awaitingRel) == 0 {
+		s.st = nil
+	}
 }
 
 // New returns an empty session for clientID.
@@ -112,14 +142,15 @@ func (s *Session) Unsubscribe(filter string) (removed bool) {
 // Send returns ErrWindowFull; when all identifiers are in use it returns ErrNoPacketID. In both
 // cases it records nothing.
 func (s *Session) Send(msg *Message, qos packet.QoS, window int, now int64) (*Inflight, error) {
-	if window > 0 && len(s.inflight) >= window {
+	st := s.wr()
+	if window > 0 && len(st.inflight) >= window {
 		return nil, ErrWindowFull
 	}
-	if len(s.inflight) >= 65535 {
+	if len(st.inflight) >= 65535 {
 		return nil, ErrNoPacketID
 	}
-	if s.inflight == nil {
-		s.inflight = make(map[uint16]*Inflight)
+	if st.inflight == nil {
+		st.inflight = make(map[uint16]*Inflight)
 	}
 	id := s.lastID
 	for {
@@ -127,18 +158,18 @@ func (s *Session) Send(msg *Message, qos packet.QoS, window int, now int64) (*In
 		if id == 0 {
 			id = 1
 		}
-		if _, used := s.inflight[id]; !used {
+		if _, used := st.inflight[id]; !used {
 			break
 		}
 	}
 	s.lastID = id
-	st := AwaitPuback
+	state := AwaitPuback
 	if qos == packet.QoS2 {
-		st = AwaitPubrec
+		state = AwaitPubrec
 	}
-	f := &Inflight{PacketID: id, Msg: msg, QoS: qos, State: st, SentAt: now}
-	s.inflight[id] = f
-	s.order = append(s.order, id)
+	f := &Inflight{PacketID: id, Msg: msg, QoS: qos, State: state, SentAt: now}
+	st.inflight[id] = f
+	st.order = append(st.order, id)
 	return f, nil
 }
 
@@ -149,7 +180,8 @@ func (s *Session) Puback(id uint16) error { return s.complete(id, AwaitPuback) }
 // sends PUBREL ([MQTT-4.3.3-1]). A repeated PUBREC for a message already in AwaitPubcomp is accepted again so
 // the caller re-sends PUBREL.
 func (s *Session) Pubrec(id uint16, now int64) error {
-	f, ok := s.inflight[id]
+	st := s.rd()
+	f, ok := st.inflight[id]
 	if !ok || f.QoS != packet.QoS2 {
 		return ErrUnknownPacketID
 	}
@@ -163,32 +195,35 @@ func (s *Session) Pubrec(id uint16, now int64) error {
 func (s *Session) Pubcomp(id uint16) error { return s.complete(id, AwaitPubcomp) }
 
 func (s *Session) complete(id uint16, want State) error {
-	f, ok := s.inflight[id]
+	st := s.rd()
+	f, ok := st.inflight[id]
 	if !ok || f.State != want {
 		return ErrUnknownPacketID
 	}
-	delete(s.inflight, id)
-	for i, o := range s.order {
+	delete(st.inflight, id)
+	for i, o := range st.order {
 		if o == id {
-			s.order = append(s.order[:i], s.order[i+1:]...)
+			st.order = append(st.order[:i], st.order[i+1:]...)
 			break
 		}
 	}
-	if len(s.inflight) == 0 {
-		s.inflight, s.order = nil, nil // release the maps of a quiet session
+	if len(st.inflight) == 0 {
+		st.inflight, st.order = nil, nil // release the maps of a quiet session
+		s.tidy()
 	}
 	return nil
 }
 
 // InflightLen returns the number of outbound messages awaiting acknowledgement.
-func (s *Session) InflightLen() int { return len(s.inflight) }
+func (s *Session) InflightLen() int { return len(s.rd().inflight) }
 
 // Inflight returns the outbound messages awaiting acknowledgement in the order they were first
 // sent, for re-sending after a reconnect ([MQTT-4.4.0-1]).
 func (s *Session) Inflight() []*Inflight {
-	out := make([]*Inflight, 0, len(s.order))
-	for _, id := range s.order {
-		out = append(out, s.inflight[id])
+	st := s.rd()
+	out := make([]*Inflight, 0, len(st.order))
+	for _, id := range st.order {
+		out = append(out, st.inflight[id])
 	}
 	return out
 }
@@ -208,40 +243,44 @@ func queuedSize(m *Message) int { return len(m.Topic) + len(m.Payload) }
 // whether msg was queued. When the queue is full the new message is the one refused (tail drop),
 // so what is queued keeps its order.
 func (s *Session) Queue(msg *Message, qos packet.QoS, maxMsgs, maxBytes int) bool {
+	st := s.rd()
 	n := queuedSize(msg)
-	if len(s.queue) >= maxMsgs || maxBytes > 0 && s.queueBytes+n > maxBytes {
+	if len(st.queue) >= maxMsgs || maxBytes > 0 && st.queueBytes+n > maxBytes {
 		return false
 	}
-	s.queue = append(s.queue, Queued{Msg: msg, QoS: qos})
-	s.queueBytes += n
+	st = s.wr()
+	st.queue = append(st.queue, Queued{Msg: msg, QoS: qos})
+	st.queueBytes += n
 	return true
 }
 
 // QueueLen returns the number of queued messages.
-func (s *Session) QueueLen() int { return len(s.queue) }
+func (s *Session) QueueLen() int { return len(s.rd().queue) }
 
 // QueueBytes returns the topic and payload bytes of the queued messages.
-func (s *Session) QueueBytes() int { return s.queueBytes }
+func (s *Session) QueueBytes() int { return s.rd().queueBytes }
 
 // Dequeue takes the oldest queued message if it can be sent now: a QoS 0 message always (f is
 // nil), a QoS 1 or 2 message when Send accepts it (f is its Inflight). ok is false when the queue
 // is empty or the window or the identifiers are full; the message then stays queued.
 func (s *Session) Dequeue(window int, now int64) (q Queued, f *Inflight, ok bool) {
-	if len(s.queue) == 0 {
+	st := s.rd()
+	if len(st.queue) == 0 {
 		return Queued{}, nil, false
 	}
-	q = s.queue[0]
+	q = st.queue[0]
 	if q.QoS > packet.QoS0 {
 		var err error
 		if f, err = s.Send(q.Msg, q.QoS, window, now); err != nil {
 			return Queued{}, nil, false
 		}
 	}
-	s.queue[0] = Queued{}
-	s.queue = s.queue[1:]
-	s.queueBytes -= queuedSize(q.Msg)
-	if len(s.queue) == 0 {
-		s.queue = nil // release the backing array of a drained queue
+	st.queue[0] = Queued{}
+	st.queue = st.queue[1:]
+	st.queueBytes -= queuedSize(q.Msg)
+	if len(st.queue) == 0 {
+		st.queue = nil // release the backing array of a drained queue
+		s.tidy()
 	}
 	return q, f, true
 }
@@ -250,8 +289,9 @@ func (s *Session) Dequeue(window int, now int64) (q Queued, f *Inflight, ok bool
 // retry interval: interval doubled per earlier retry, capped at maxInterval. After fn it counts
 // the attempt and sets SentAt to now. Times are in the caller's clock (nanoseconds).
 func (s *Session) Due(now int64, interval, maxInterval int64, fn func(*Inflight)) {
-	for _, id := range s.order {
-		f := s.inflight[id]
+	st := s.rd()
+	for _, id := range st.order {
+		f := st.inflight[id]
 		wait := interval << min(f.Attempts, 30)
 		if wait <= 0 || wait > maxInterval {
 			wait = maxInterval
@@ -271,28 +311,31 @@ func (s *Session) Due(now int64, interval, maxInterval int64, fn func(*Inflight)
 // and must be routed; a retransmitted PUBLISH with an identifier still awaiting PUBREL is not
 // routed again ([MQTT-4.3.3-2]).
 func (s *Session) ReceiveQoS2(id uint16) (isNew bool) {
-	if _, dup := s.awaitingRel[id]; dup {
+	st := s.wr()
+	if _, dup := st.awaitingRel[id]; dup {
 		return false
 	}
-	if s.awaitingRel == nil {
-		s.awaitingRel = make(map[uint16]struct{})
+	if st.awaitingRel == nil {
+		st.awaitingRel = make(map[uint16]struct{})
 	}
-	s.awaitingRel[id] = struct{}{}
+	st.awaitingRel[id] = struct{}{}
 	return true
 }
 
 // Pubrel forgets an inbound QoS 2 packet identifier; the caller answers PUBCOMP whether or not it
 // was known ([MQTT-4.3.3-2]: the identifier may be reused after PUBREL).
 func (s *Session) Pubrel(id uint16) (known bool) {
-	if _, ok := s.awaitingRel[id]; !ok {
+	st := s.rd()
+	if _, ok := st.awaitingRel[id]; !ok {
 		return false
 	}
-	delete(s.awaitingRel, id)
-	if len(s.awaitingRel) == 0 {
-		s.awaitingRel = nil
+	delete(st.awaitingRel, id)
+	if len(st.awaitingRel) == 0 {
+		st.awaitingRel = nil
+		s.tidy()
 	}
 	return true
 }
 
 // AwaitingRelLen returns the number of inbound QoS 2 identifiers awaiting PUBREL.
-func (s *Session) AwaitingRelLen() int { return len(s.awaitingRel) }
+func (s *Session) AwaitingRelLen() int { return len(s.rd().awaitingRel) }

@@ -244,3 +244,24 @@ func TestDue(t *testing.T) {
 		t.Fatalf("PUBREC resets the backoff: %v %+v", err, b)
 	}
 }
+
+func TestQuietSessionReleasesFlowState(t *testing.T) {
+	s := New("c", false)
+	m := &Message{Topic: "t"}
+	if s.Queue(m, packet.QoS1, 0, 0) || s.st != nil {
+		t.Fatal("a refused message allocated flow state")
+	}
+	f, _ := s.Send(m, packet.QoS1, 0, 0)
+	s.ReceiveQoS2(7)
+	s.Queue(m, packet.QoS1, 1, 0)
+	s.Puback(f.PacketID)
+	s.Pubrel(7)
+	if s.st == nil {
+		t.Fatal("released while a message is still queued")
+	}
+	s.Dequeue(0, 0)
+	s.Puback(2)
+	if s.st != nil {
+		t.Fatalf("flow state kept after everything completed: %+v", s.st)
+	}
+}
