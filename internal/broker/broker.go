@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +54,9 @@ type Outbound interface {
 	// Close closes the connection asynchronously. reason is logged. Safe to call more than once
 	// and from any goroutine, including while holding Client locks.
 	Close(reason error)
+	// Resume restarts reading from a connection the server paused after Broker.Throttle. Safe to
+	// call from any goroutine, while holding Client locks, and when it is not paused.
+	Resume()
 }
 
 // Options configure a Broker. The zero value is usable: no retained limits, everybody allowed.
@@ -106,6 +110,8 @@ type Broker struct {
 	opts      Options
 	log       *slog.Logger
 	maxQueued int
+	pauseAt   int // queue length at which publishers are throttled (0: never)
+	resumeAt  int // queue length at which they are resumed
 	window    int
 	start     time.Time // origin of now()
 
@@ -214,7 +220,20 @@ type Client struct {
 	user string           // guarded by mu: the username of the bound connection
 	// offlineSince is when the connection went away (broker clock); guarded by mu.
 	offlineSince int64
+	// lastAck is when the client last acknowledged a QoS 1/2 message, or connected (broker
+	// clock); guarded by mu. A client that stays silent for stuckAfter is not waited for.
+	lastAck int64
+	// waiters are throttled publishers' connections to resume once the queue drains; guarded by mu.
+	waiters []Outbound
 }
+
+// Flow control: a publisher is paused when a subscriber's queue passes half its limit, and resumed
+// when it is down to a quarter; a subscriber that has not acknowledged anything for stuckAfter is
+// stuck, and nobody waits for it (its queue fills and further messages are dropped, counted).
+const (
+	stuckAfter = int64(250 * time.Millisecond)
+	maxWaiters = 1024
+)
 
 // identity is what the Authorizer is told about cl. cl.mu must be held.
 func (c *Client) identity() auth.Client {
@@ -252,6 +271,8 @@ func New(opts Options) *Broker {
 		opts:      opts,
 		log:       log,
 		maxQueued: maxQueued,
+		pauseAt:   maxQueued / 2,
+		resumeAt:  maxQueued / 4,
 		window:    min(opts.MaxInflight, 65535),
 		start:     time.Now(),
 		offline:   make(map[*Client]struct{}),
@@ -296,9 +317,55 @@ func (b *Broker) Stats() Stats {
 // plus scratch space for matching and encoding, so routing allocates nothing. Each server event
 // loop owns one Batch; it is not safe for concurrent use.
 type Batch struct {
-	touched []Outbound
-	matches topic.Matches[*Client]
-	buf     []byte
+	touched   []Outbound
+	matches   topic.Matches[*Client]
+	buf       []byte
+	congested []*Client // subscribers whose queue passed the pause mark during this batch
+}
+
+// Congested reports whether a delivery made since the last Throttle or ClearCongested found a
+// subscriber that is alive but too slow: the publisher should be throttled (Broker.Throttle).
+func (bt *Batch) Congested() bool { return len(bt.congested) > 0 }
+
+// ClearCongested forgets the congested subscribers without throttling anyone.
+func (bt *Batch) ClearCongested() {
+	clear(bt.congested)
+	bt.congested = bt.congested[:0]
+}
+
+// Throttle registers o, the connection of publisher from, to be resumed when the subscribers the
+// batch found congested have drained their queues to a quarter of their limit, and clears the
+// list. It reports whether o must pause; if so, the server stops reading from o until Resume (or
+// its own timeout). A publisher is never made to wait for itself.
+func (b *Broker) Throttle(from *Client, o Outbound, bt *Batch) bool {
+	wait := false
+	for _, cl := range bt.congested {
+		if cl == from {
+			continue
+		}
+		cl.mu.Lock()
+		if cl.conn != nil && cl.sess.QueueLen() > b.resumeAt {
+			switch {
+			case slices.Contains(cl.waiters, o):
+				wait = true // registered before (and resumed by the server's timeout since)
+			case len(cl.waiters) < maxWaiters:
+				cl.waiters = append(cl.waiters, o)
+				wait = true
+			}
+		}
+		cl.mu.Unlock()
+	}
+	bt.ClearCongested()
+	return wait
+}
+
+// wakeLocked resumes the publishers waiting for cl. cl.mu must be held.
+func (b *Broker) wakeLocked(cl *Client) {
+	for i, o := range cl.waiters {
+		o.Resume()
+		cl.waiters[i] = nil
+	}
+	cl.waiters = cl.waiters[:0]
 }
 
 // Add schedules o to be flushed by the next Flush.
@@ -386,6 +453,7 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 	}
 	cl.sess.Will = will // [MQTT-3.1.2-8] stored for this connection
 	cl.conn = r.Conn
+	cl.lastAck = b.now()
 	delete(b.offline, cl)
 	cl.user = id.Username
 	var resend []*session.Inflight
@@ -429,6 +497,7 @@ func (b *Broker) Disconnect(cl *Client, conn Outbound, graceful bool) {
 		return
 	}
 	cl.conn = nil
+	b.wakeLocked(cl) // nobody waits for a client that is gone
 	will := cl.sess.Will
 	cl.sess.Will = nil
 	var subs map[string]packet.QoS
@@ -515,7 +584,7 @@ func (b *Broker) route(p *packet.Publish, bt *Batch) {
 			}
 			cl.mu.Lock()
 			if cl.conn == nil && b.opts.QueueQoS0 && !cl.sess.Clean {
-				b.queueLocked(cl, b.liveMessage(p, stored, &live), packet.QoS0)
+				b.queueLocked(cl, bt, b.liveMessage(p, stored, &live), packet.QoS0)
 			} else {
 				b.enqueueLocked(cl, bt, enc0, true)
 			}
@@ -560,13 +629,13 @@ func (b *Broker) deliverLocked(cl *Client, bt *Batch, m *session.Message, qos pa
 		}
 		// The window is full: queue it behind what is in flight.
 	}
-	b.queueLocked(cl, m, qos)
+	b.queueLocked(cl, bt, m, qos)
 }
 
 // queueLocked keeps m for cl until it can be sent: [MQTT-3.1.2-5] an offline persistent session
 // keeps QoS 1 and 2 messages, and behind a non-empty queue new messages wait too, so that order is
 // kept ([MQTT-4.6.0-5]). cl.mu must be held.
-func (b *Broker) queueLocked(cl *Client, m *session.Message, qos packet.QoS) {
+func (b *Broker) queueLocked(cl *Client, bt *Batch, m *session.Message, qos packet.QoS) {
 	if cl.conn == nil && cl.sess.Clean {
 		// A clean session ends with its connection; nothing is kept for it ([MQTT-3.1.2-6]).
 		b.stats.dropped.Add(1)
@@ -575,6 +644,12 @@ func (b *Broker) queueLocked(cl *Client, m *session.Message, qos packet.QoS) {
 	if !cl.sess.Queue(m, qos, b.maxQueued, b.opts.MaxQueuedBytes) {
 		n := b.stats.dropped.Add(1)
 		b.warnDrop(cl, n)
+		return
+	}
+	if cl.conn != nil && b.pauseAt > 0 && cl.sess.QueueLen() >= b.pauseAt && b.now()-cl.lastAck < stuckAfter {
+		if n := len(bt.congested); n == 0 || bt.congested[n-1] != cl {
+			bt.congested = append(bt.congested, cl)
+		}
 	}
 }
 
@@ -584,7 +659,7 @@ func (b *Broker) drainLocked(cl *Client, bt *Batch) {
 	for cl.conn != nil {
 		q, f, ok := cl.sess.Dequeue(b.window, b.now())
 		if !ok {
-			return
+			break
 		}
 		if f != nil {
 			b.sendInflightLocked(cl, bt, f, false)
@@ -594,6 +669,9 @@ func (b *Broker) drainLocked(cl *Client, bt *Batch) {
 		bt.buf = packet.AppendPublishHeader(bt.buf[:0], &p, len(q.Msg.Payload))
 		bt.buf = append(bt.buf, q.Msg.Payload...)
 		b.enqueueLocked(cl, bt, bt.buf, true)
+	}
+	if len(cl.waiters) > 0 && cl.sess.QueueLen() <= b.resumeAt {
+		b.wakeLocked(cl)
 	}
 }
 
@@ -762,8 +840,11 @@ func (b *Broker) Ack(cl *Client, t packet.Type, id uint16, bt *Batch) {
 	case packet.TypePubcomp:
 		err = cl.sess.Pubcomp(id)
 	}
-	if err == nil && t != packet.TypePubrec {
-		b.drainLocked(cl, bt) // a packet id became free
+	if err == nil {
+		cl.lastAck = b.now()
+		if t != packet.TypePubrec {
+			b.drainLocked(cl, bt) // a packet id became free
+		}
 	}
 	if err != nil {
 		b.log.Debug("acknowledgement ignored", "client_id", cl.sess.ClientID, "packet", t.String(), "packet_id", id, "reason", err)

@@ -23,6 +23,7 @@ type fakeConn struct {
 	closed  error
 	limit   int // pending bytes over which droppable packets are refused; 0 = none
 	hard    bool
+	resumed int
 }
 
 func (f *fakeConn) Enqueue(b []byte, droppable bool) (ok, schedule bool) {
@@ -64,6 +65,12 @@ func (f *fakeConn) Close(reason error) {
 	if f.closed == nil {
 		f.closed = reason
 	}
+}
+
+func (f *fakeConn) Resume() {
+	f.mu.Lock()
+	f.resumed++
+	f.mu.Unlock()
 }
 
 func (f *fakeConn) take() []packet.Packet {
@@ -506,4 +513,82 @@ func TestRunStops(t *testing.T) {
 	go func() { b.Run(ctx); close(done) }()
 	cancel()
 	<-done
+}
+
+// withCongested marks cl congested, as a delivery over the pause mark does.
+func (bt *Batch) withCongested(cl *Client) *Batch {
+	bt.congested = append(bt.congested, cl)
+	return bt
+}
+
+func TestThrottle(t *testing.T) {
+	e := newEnv(t, Options{MaxInflight: 1, MaxQueued: 8}) // pause at 4 queued, resume at 2
+	sub, sc, _ := e.connect("sub", true, nil)
+	e.sub(sub, 1, "t")
+	pub, pc, _ := e.connect("pub", true, nil)
+	for i := 0; i < 5; i++ { // 1 in flight, 4 queued
+		e.b.Publish(pub, &packet.Publish{Topic: []byte("t"), QoS: 1, PacketID: 1}, &e.bt)
+	}
+	if !e.bt.Congested() {
+		t.Fatal("queue at the pause mark: not congested")
+	}
+	if !e.b.Throttle(pub, pc, &e.bt) || e.bt.Congested() {
+		t.Fatal("publisher not throttled, or the list not cleared")
+	}
+	e.bt.Flush()
+	// Acknowledging drains the queue; at 2 queued the publisher is resumed.
+	for i := 0; i < 2; i++ {
+		p := sc.publishes(t)
+		e.b.Ack(sub, packet.TypePuback, p[0].PacketID, &e.bt)
+		e.bt.Flush()
+	}
+	if pc.resumed != 1 {
+		t.Fatalf("resumed %d times, want 1", pc.resumed)
+	}
+	t.Run("a publisher resumed by the server's timeout is throttled again", func(t *testing.T) {
+		for i := 0; i < 3; i++ { // back over the pause mark
+			e.b.Publish(pub, &packet.Publish{Topic: []byte("t"), QoS: 1, PacketID: 1}, &e.bt)
+		}
+		if !e.b.Throttle(pub, pc, &e.bt) || !e.b.Throttle(pub, pc, e.bt.withCongested(sub)) {
+			t.Fatal("a publisher already waiting must still be told to pause")
+		}
+		e.bt.Flush()
+	})
+	t.Run("a stuck subscriber does not throttle", func(t *testing.T) {
+		e := newEnv(t, Options{MaxInflight: 1, MaxQueued: 8})
+		sub, _, _ := e.connect("sub", true, nil)
+		e.sub(sub, 1, "t")
+		pub, _, _ := e.connect("pub", true, nil)
+		sub.mu.Lock()
+		sub.lastAck -= 2 * stuckAfter
+		sub.mu.Unlock()
+		for i := 0; i < 5; i++ {
+			e.b.Publish(pub, &packet.Publish{Topic: []byte("t"), QoS: 1, PacketID: 1}, &e.bt)
+		}
+		if e.bt.Congested() {
+			t.Fatal("congested by a subscriber that stopped acknowledging")
+		}
+	})
+	t.Run("a publisher never waits for itself; a subscriber that leaves wakes its waiters", func(t *testing.T) {
+		e := newEnv(t, Options{MaxInflight: 1, MaxQueued: 8})
+		self, fc, _ := e.connect("self", true, nil)
+		e.sub(self, 1, "t")
+		other := &fakeConn{}
+		for i := 0; i < 5; i++ {
+			e.b.Publish(self, &packet.Publish{Topic: []byte("t"), QoS: 1, PacketID: 1}, &e.bt)
+		}
+		if e.b.Throttle(self, fc, &e.bt) {
+			t.Fatal("throttled by its own subscription")
+		}
+		for i := 0; i < 5; i++ {
+			e.b.Publish(self, &packet.Publish{Topic: []byte("t"), QoS: 1, PacketID: 1}, &e.bt)
+		}
+		if !e.b.Throttle(nil, other, &e.bt) {
+			t.Fatal("not throttled")
+		}
+		e.b.Disconnect(self, fc, true)
+		if other.resumed != 1 {
+			t.Fatal("not resumed when the subscriber left")
+		}
+	})
 }

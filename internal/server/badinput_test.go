@@ -318,3 +318,50 @@ func TestStuckSubscriberQoS1(t *testing.T) {
 	}
 	env.Logs.WaitFor(t, "level=WARN", "delivery dropped", "client_id=stuck")
 }
+
+// TestSlowSubscriberThrottlesPublisher: a subscriber that acknowledges, but more slowly than a
+// publisher floods, loses nothing: the publisher is paused while the subscriber's queue is over
+// half full, instead of the queue overflowing.
+func TestSlowSubscriberThrottlesPublisher(t *testing.T) {
+	env := iotdtest.Start(t, server.Options{}, broker.Options{MaxInflight: 8, MaxQueued: 100})
+	sub := iotdtest.Dial(t, env.Addr)
+	sub.MustConnect("slow", true)
+	sub.Subscribe(1, 1, "f/#")
+	pub := iotdtest.Dial(t, env.Addr)
+	pub.MustConnect("flood", true)
+	const n = 3000
+	done := make(chan error, 1)
+	go func() { // the publisher writes everything as fast as the socket takes it and reads its acks
+		var b []byte
+		for i := 0; i < n; i++ {
+			b = (&packet.Publish{Topic: []byte("f/1"), Payload: []byte(fmt.Sprint(i)), QoS: 1, PacketID: uint16(i%60000 + 1)}).Append(b)
+		}
+		if _, err := pub.Conn.Write(b); err != nil {
+			done <- err
+			return
+		}
+		for i := 0; i < n; i++ {
+			if _, err := pub.TryRead(iotdtest.Timeout); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; i < n; i++ {
+		p := sub.ReadPublish()
+		if string(p.Payload) != fmt.Sprint(i) {
+			t.Fatalf("got %q, want %d: lost or reordered", p.Payload, i)
+		}
+		if i%100 == 0 {
+			time.Sleep(time.Millisecond) // a slower consumer than the publisher, not synchronisation
+		}
+		sub.Send(&packet.Puback{PacketID: p.PacketID})
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := env.Broker.Stats(); st.Dropped != 0 {
+		t.Fatalf("dropped %d", st.Dropped)
+	}
+}

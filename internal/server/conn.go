@@ -85,6 +85,7 @@ type conn struct {
 	closed    bool // guarded by mu: the fd is closed
 	scheduled bool // guarded by mu: in some Batch awaiting Flush
 	wantOut   bool // guarded by mu: pending output waits for EPOLLOUT
+	paused    bool // guarded by mu: reading is paused (throttled publisher)
 	graceful  bool // owner: DISCONNECT received
 	version   byte // owner: protocol level from CONNECT
 }
@@ -93,7 +94,8 @@ type conn struct {
 // owns the connection.
 type partial struct {
 	buf  []byte
-	need int // total length of a packet larger than the loop's read buffer; 0 otherwise
+	need int  // total length of a packet larger than the loop's read buffer; 0 otherwise
+	held bool // buf holds packets held back by a throttle, to dispatch before reading more
 }
 
 func newAnonID() [16]byte { return uuid.New() }
@@ -178,7 +180,7 @@ func (c *conn) writeLocked() error {
 			if !c.wantOut {
 				c.wantOut = true
 				if !c.busy {
-					c.loop.arm(c, true)
+					c.loop.arm(c)
 				}
 			}
 			return nil
@@ -193,6 +195,23 @@ func (c *conn) writeLocked() error {
 	}
 	c.wantOut = false
 	return nil
+}
+
+// Resume implements broker.Outbound: reading starts again after a throttle.
+func (c *conn) Resume() {
+	c.mu.Lock()
+	was := c.paused
+	if was {
+		c.paused = false
+		if !c.busy && !c.closed && !c.closing.Load() {
+			c.loop.arm(c)
+		}
+	}
+	c.mu.Unlock()
+	if was {
+		c.loop.srv.unpause(c)
+		c.loop.schedule(c)
+	}
 }
 
 // Close implements broker.Outbound.
@@ -249,6 +268,7 @@ func (c *conn) finalizeIfIdleLocked() bool {
 func (c *conn) afterClose() {
 	s := c.loop.srv
 	s.wheel.remove(c)
+	s.unpause(c)
 	c.partial = nil
 	reason := c.reason
 	if c.graceful {

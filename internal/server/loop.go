@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -30,6 +31,10 @@ type loop struct {
 	batch  broker.Batch
 	pub    packet.Publish
 	scr    []byte // encoding scratch for acks
+
+	readyMu sync.Mutex
+	ready   []*conn // guarded by readyMu: resumed connections to handle (see schedule)
+	spare   []*conn // owned by the loop goroutine: the other buffer of ready
 }
 
 func newLoop(s *Server) (*loop, error) {
@@ -80,11 +85,18 @@ func (l *loop) register(c *conn) error {
 	return unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(c.fd), &ev)
 }
 
-// arm re-arms c's one-shot registration, with EPOLLOUT when output is waiting. c.mu must be held.
-func (l *loop) arm(c *conn, out bool) {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: c.fd, Pad: int32(c.gen)}
-	if out {
+// arm re-arms c's one-shot registration: for reading unless c is paused, for writing when output
+// is waiting. With neither, the registration stays disarmed until Resume. c.mu must be held.
+func (l *loop) arm(c *conn) {
+	ev := unix.EpollEvent{Events: unix.EPOLLONESHOT, Fd: c.fd, Pad: int32(c.gen)}
+	if !c.paused {
+		ev.Events |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	if c.wantOut {
 		ev.Events |= unix.EPOLLOUT
+	}
+	if ev.Events == unix.EPOLLONESHOT {
+		return
 	}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, int(c.fd), &ev); err != nil {
 		c.requestCloseLocked(fmt.Errorf("epoll re-arm: %w", err))
@@ -118,6 +130,7 @@ func (l *loop) run() {
 				l.handle(c, ev.Events)
 			}
 		}
+		l.runReady()
 		l.batch.Flush()
 		if l.stopped() {
 			return
@@ -142,14 +155,23 @@ func (l *loop) handle(c *conn, events uint32) {
 	}
 	c.mu.Unlock()
 
-	if events&readEvents != 0 && !c.closing.Load() {
-		l.read(c)
+	if events&readEvents != 0 {
+		for !c.closing.Load() {
+			l.read(c)
+			if l.batch.Congested() && l.throttle(c) {
+				break // paused: the rest waits for Resume
+			}
+			if c.partial == nil || !c.partial.held {
+				break
+			}
+			// Held back packets and no pause after all: go on with them.
+		}
 	}
 
 	c.mu.Lock()
 	c.busy = false
 	if !c.closing.Load() {
-		l.arm(c, c.wantOut)
+		l.arm(c)
 	}
 	finalize := c.finalizeIfIdleLocked()
 	c.mu.Unlock()
@@ -158,8 +180,65 @@ func (l *loop) handle(c *conn, events uint32) {
 	}
 }
 
-// read reads what the socket has (one read) and dispatches every whole packet.
+// throttle pauses reading from c, a publisher whose messages just filled the queue of a
+// subscriber that is alive but slower (the broker's Batch says which), until that subscriber
+// drains (broker calls Resume) or maxPause passes (the wheel calls Resume). Rather than
+// overflowing the subscriber's queue and dropping QoS 1/2 messages, the publisher is slowed to
+// the subscriber's pace; a stuck subscriber never causes a pause (the broker checks), so it
+// cannot block publishers.
+func (l *loop) throttle(c *conn) (paused bool) {
+	if c.client == nil {
+		l.batch.ClearCongested()
+		return false
+	}
+	c.mu.Lock()
+	c.paused = true // before registering: a Resume that comes at once must find it set
+	c.mu.Unlock()
+	if l.srv.broker.Throttle(c.client, c, &l.batch) {
+		l.srv.pause(c)
+		c.mu.Lock()
+		paused = c.paused // false if a Resume came already
+		c.mu.Unlock()
+		return paused
+	}
+	c.mu.Lock()
+	c.paused = false
+	c.mu.Unlock()
+	return false
+}
+
+// schedule makes the loop handle c as if it were readable: after a Resume, so that packets held
+// back by the throttle are dispatched even if the socket has nothing new.
+func (l *loop) schedule(c *conn) {
+	l.readyMu.Lock()
+	l.ready = append(l.ready, c)
+	l.readyMu.Unlock()
+	var one = [8]byte{1}
+	_, _ = unix.Write(l.wakefd, one[:]) // EAGAIN only if the counter is already non-zero: awake anyway
+}
+
+// runReady handles the connections scheduled since the last call.
+func (l *loop) runReady() {
+	l.readyMu.Lock()
+	ready := l.ready
+	l.ready = l.spare[:0]
+	l.readyMu.Unlock()
+	for i, c := range ready {
+		l.handle(c, unix.EPOLLIN)
+		ready[i] = nil
+	}
+	l.spare = ready[:0]
+}
+
+// read reads what the socket has (one read) and dispatches every whole packet. Packets held back
+// by a throttle are dispatched first, without reading.
 func (l *loop) read(c *conn) {
+	if p := c.partial; p != nil && p.held {
+		c.partial = nil
+		rest, held := l.process(c, p.buf)
+		l.keep(c, rest, held)
+		return
+	}
 	if c.partial != nil && c.partial.need > 0 {
 		l.readLarge(c)
 		return
@@ -175,8 +254,18 @@ func (l *loop) read(c *conn) {
 	}
 	l.touch(c)
 	c.partial = nil
-	rest := l.process(c, l.buf[:n0+n])
+	rest, held := l.process(c, l.buf[:n0+n])
+	l.keep(c, rest, held)
+}
+
+// keep stores what process left: whole packets held back by a throttle, or an unfinished packet.
+// rest may alias the loop's buffer; what is kept is copied.
+func (l *loop) keep(c *conn, rest []byte, held bool) {
 	if len(rest) == 0 || c.closing.Load() {
+		return
+	}
+	if held {
+		c.partial = &partial{buf: append([]byte(nil), rest...), held: true}
 		return
 	}
 	// Keep the unfinished tail. A packet larger than the loop buffer gets its own buffer that grows
@@ -211,7 +300,7 @@ func (l *loop) readLarge(c *conn) {
 		return
 	}
 	c.partial = nil
-	l.process(c, p.buf)
+	l.process(c, p.buf) // exactly one packet: nothing is left
 }
 
 func (l *loop) readFailed(c *conn, n int, err error) {
@@ -233,13 +322,15 @@ func (l *loop) touch(c *conn) {
 	}
 }
 
-// process dispatches every whole packet in b and returns the unfinished tail.
-func (l *loop) process(c *conn, b []byte) []byte {
+// process dispatches every whole packet in b and returns the unfinished tail. It stops early,
+// returning the rest with held set, when a delivery found a congested subscriber: the caller then
+// throttles the connection before dispatching more.
+func (l *loop) process(c *conn, b []byte) (rest []byte, held bool) {
 	max := l.srv.opts.MaxPacketSize
 	for len(b) > 0 && !c.closing.Load() {
 		h, body, n, err := packet.Frame(b, max)
 		if err == packet.ErrIncomplete {
-			return b
+			return b, false
 		}
 		if err != nil {
 			if errors.Is(err, packet.ErrTooLarge) {
@@ -247,10 +338,13 @@ func (l *loop) process(c *conn, b []byte) []byte {
 			} else {
 				c.close(violation(err))
 			}
-			return nil
+			return nil, false
 		}
 		l.dispatch(c, h, body)
 		b = b[n:]
+		if len(b) > 0 && l.batch.Congested() {
+			return b, true
+		}
 	}
-	return nil
+	return nil, false
 }

@@ -106,6 +106,9 @@ type Server struct {
 	closing   bool                      // guarded by mu
 	drained   chan struct{}             // closed when open reaches 0 during shutdown; guarded by mu
 
+	pmu    sync.Mutex
+	paused map[*conn]int64 // guarded by pmu: throttled connections and when (wheel ms) they paused
+
 	wg       sync.WaitGroup // loops, wheel
 	acceptWG sync.WaitGroup // Serve calls
 	lastWarn atomic.Int64   // unix ms of the last rate-limited warning
@@ -463,6 +466,40 @@ func (s *Server) closed() {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// maxPause bounds how long a throttled publisher waits for a subscriber to drain.
+const maxPause = 500 // ms
+
+func (s *Server) pause(c *conn) {
+	s.pmu.Lock()
+	if s.paused == nil {
+		s.paused = make(map[*conn]int64)
+	}
+	s.paused[c] = s.wheel.now()
+	s.pmu.Unlock()
+}
+
+func (s *Server) unpause(c *conn) {
+	s.pmu.Lock()
+	delete(s.paused, c)
+	s.pmu.Unlock()
+}
+
+// resumeOverdue resumes connections paused for longer than maxPause (called by the wheel).
+func (s *Server) resumeOverdue(now int64, buf []*conn) []*conn {
+	s.pmu.Lock()
+	for c, at := range s.paused {
+		if now-at >= maxPause {
+			buf = append(buf, c)
+		}
+	}
+	s.pmu.Unlock()
+	for i, c := range buf {
+		c.Resume()
+		buf[i] = nil
+	}
+	return buf[:0]
 }
 
 // Stats is a snapshot of the server's connection counters.

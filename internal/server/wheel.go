@@ -96,13 +96,14 @@ func (w *wheel) stop() { close(w.stopCh) }
 func (w *wheel) run() {
 	t := time.NewTicker(time.Duration(w.tick) * time.Millisecond)
 	defer t.Stop()
-	var expired []*conn
+	var expired, overdue []*conn
 	for {
 		select {
 		case <-w.stopCh:
 			return
 		case <-t.C:
 		}
+		overdue = w.srv.resumeOverdue(w.now(), overdue)
 		expired = w.advance(w.now(), expired[:0])
 		for i, c := range expired {
 			reason := errKeepAlive
