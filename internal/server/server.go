@@ -193,6 +193,9 @@ func (s *Server) Serve(l net.Listener, name string) error {
 				return ErrServerClosed
 			}
 			if !s.backoff(&backoff, err, name) {
+				if s.isClosing() { // Shutdown interrupted the backoff
+					return ErrServerClosed
+				}
 				return fmt.Errorf("server: accept on %s: %w", name, err)
 			}
 			continue
