@@ -220,16 +220,15 @@ type Client struct {
 	user string           // guarded by mu: the username of the bound connection
 	// offlineSince is when the connection went away (broker clock); guarded by mu.
 	offlineSince int64
-	// lastAck is when the client last acknowledged a QoS 1/2 message, or connected (broker
-	// clock); guarded by mu. A client that stays silent for stuckAfter is not waited for.
-	lastAck int64
-	// waiters are throttled publishers' connections to resume once the queue drains; guarded by mu.
-	waiters []Outbound
+	// waiters are throttled publishers' connections to resume once the queue drains; nil until
+	// the first one (an idle client pays one pointer); guarded by mu.
+	waiters *[]Outbound
 }
 
 // Flow control: a publisher is paused when a subscriber's queue passes half its limit, and resumed
-// when it is down to a quarter; a subscriber that has not acknowledged anything for stuckAfter is
-// stuck, and nobody waits for it (its queue fills and further messages are dropped, counted).
+// when it is down to a quarter; a subscriber whose oldest unacknowledged message was sent more
+// than stuckAfter ago is stuck, and nobody waits for it (its queue fills and further messages are
+// dropped, counted).
 const (
 	stuckAfter = int64(250 * time.Millisecond)
 	maxWaiters = 1024
@@ -346,10 +345,13 @@ func (b *Broker) Throttle(from *Client, o Outbound, bt *Batch) bool {
 		cl.mu.Lock()
 		if cl.conn != nil && cl.sess.QueueLen() > b.resumeAt {
 			switch {
-			case slices.Contains(cl.waiters, o):
+			case cl.waiters == nil:
+				cl.waiters = &[]Outbound{o}
+				wait = true
+			case slices.Contains(*cl.waiters, o):
 				wait = true // registered before (and resumed by the server's timeout since)
-			case len(cl.waiters) < maxWaiters:
-				cl.waiters = append(cl.waiters, o)
+			case len(*cl.waiters) < maxWaiters:
+				*cl.waiters = append(*cl.waiters, o)
 				wait = true
 			}
 		}
@@ -361,11 +363,13 @@ func (b *Broker) Throttle(from *Client, o Outbound, bt *Batch) bool {
 
 // wakeLocked resumes the publishers waiting for cl. cl.mu must be held.
 func (b *Broker) wakeLocked(cl *Client) {
-	for i, o := range cl.waiters {
-		o.Resume()
-		cl.waiters[i] = nil
+	if cl.waiters == nil {
+		return
 	}
-	cl.waiters = cl.waiters[:0]
+	for _, o := range *cl.waiters {
+		o.Resume()
+	}
+	cl.waiters = nil
 }
 
 // Add schedules o to be flushed by the next Flush.
@@ -453,7 +457,6 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 	}
 	cl.sess.Will = will // [MQTT-3.1.2-8] stored for this connection
 	cl.conn = r.Conn
-	cl.lastAck = b.now()
 	delete(b.offline, cl)
 	cl.user = id.Username
 	var resend []*session.Inflight
@@ -646,7 +649,7 @@ func (b *Broker) queueLocked(cl *Client, bt *Batch, m *session.Message, qos pack
 		b.warnDrop(cl, n)
 		return
 	}
-	if cl.conn != nil && b.pauseAt > 0 && cl.sess.QueueLen() >= b.pauseAt && b.now()-cl.lastAck < stuckAfter {
+	if cl.conn != nil && b.pauseAt > 0 && cl.sess.QueueLen() >= b.pauseAt && !cl.sess.OldestSentBefore(b.now()-stuckAfter) {
 		if n := len(bt.congested); n == 0 || bt.congested[n-1] != cl {
 			bt.congested = append(bt.congested, cl)
 		}
@@ -670,7 +673,7 @@ func (b *Broker) drainLocked(cl *Client, bt *Batch) {
 		bt.buf = append(bt.buf, q.Msg.Payload...)
 		b.enqueueLocked(cl, bt, bt.buf, true)
 	}
-	if len(cl.waiters) > 0 && cl.sess.QueueLen() <= b.resumeAt {
+	if cl.waiters != nil && cl.sess.QueueLen() <= b.resumeAt {
 		b.wakeLocked(cl)
 	}
 }
@@ -840,11 +843,8 @@ func (b *Broker) Ack(cl *Client, t packet.Type, id uint16, bt *Batch) {
 	case packet.TypePubcomp:
 		err = cl.sess.Pubcomp(id)
 	}
-	if err == nil {
-		cl.lastAck = b.now()
-		if t != packet.TypePubrec {
-			b.drainLocked(cl, bt) // a packet id became free
-		}
+	if err == nil && t != packet.TypePubrec {
+		b.drainLocked(cl, bt) // a packet id became free
 	}
 	if err != nil {
 		b.log.Debug("acknowledgement ignored", "client_id", cl.sess.ClientID, "packet", t.String(), "packet_id", id, "reason", err)

@@ -559,10 +559,11 @@ func TestThrottle(t *testing.T) {
 		sub, _, _ := e.connect("sub", true, nil)
 		e.sub(sub, 1, "t")
 		pub, _, _ := e.connect("pub", true, nil)
+		e.b.Publish(pub, &packet.Publish{Topic: []byte("t"), QoS: 1, PacketID: 1}, &e.bt)
 		sub.mu.Lock()
-		sub.lastAck -= 2 * stuckAfter
+		sub.sess.Inflight()[0].SentAt -= 2 * stuckAfter // unacknowledged for too long
 		sub.mu.Unlock()
-		for i := 0; i < 5; i++ {
+		for i := 0; i < 4; i++ {
 			e.b.Publish(pub, &packet.Publish{Topic: []byte("t"), QoS: 1, PacketID: 1}, &e.bt)
 		}
 		if e.bt.Congested() {

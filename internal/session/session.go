@@ -214,6 +214,16 @@ func (s *Session) complete(id uint16, want State) error {
 	return nil
 }
 
+// OldestSentBefore reports whether the oldest message in flight was last sent before t (in the
+// caller's clock); false when none is in flight.
+func (s *Session) OldestSentBefore(t int64) bool {
+	st := s.rd()
+	if len(st.order) == 0 {
+		return false
+	}
+	return st.inflight[st.order[0]].SentAt < t
+}
+
 // InflightLen returns the number of outbound messages awaiting acknowledgement.
 func (s *Session) InflightLen() int { return len(s.rd().inflight) }
 

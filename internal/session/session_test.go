@@ -265,3 +265,20 @@ func TestQuietSessionReleasesFlowState(t *testing.T) {
 		t.Fatalf("flow state kept after everything completed: %+v", s.st)
 	}
 }
+
+func TestOldestSentBefore(t *testing.T) {
+	s := New("c", false)
+	if s.OldestSentBefore(100) {
+		t.Fatal("nothing in flight")
+	}
+	m := &Message{Topic: "t"}
+	a, _ := s.Send(m, packet.QoS1, 0, 10)
+	s.Send(m, packet.QoS1, 0, 50)
+	if !s.OldestSentBefore(20) || s.OldestSentBefore(10) {
+		t.Fatal("oldest is the one sent at 10")
+	}
+	s.Puback(a.PacketID)
+	if s.OldestSentBefore(20) || !s.OldestSentBefore(51) {
+		t.Fatal("oldest is now the one sent at 50")
+	}
+}
