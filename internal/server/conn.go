@@ -1,8 +1,10 @@
 package server
 
 import (
+	"encoding/binary"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -98,7 +100,17 @@ type partial struct {
 	held bool // buf holds packets held back by a throttle, to dispatch before reading more
 }
 
-func newAnonID() [16]byte { return uuid.New() }
+// newAnonID returns a random (version 4) UUID for a provisional id. It draws from math/rand/v2,
+// not crypto/rand: the id only names a connection in logs until CONNECT, it guards nothing, and
+// a getrandom(2) call per accepted connection would cost more than the rest of the accept.
+func newAnonID() [16]byte {
+	var u [16]byte
+	binary.LittleEndian.PutUint64(u[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], rand.Uint64())
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
+	return u
+}
 
 // provisionalID is the id a connection is tracked under before its CONNECT is accepted.
 func (c *conn) provisionalID() string { return "__anon_" + uuid.UUID(c.anon).String() }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/iotd/iotd/internal/broker"
 )
 
@@ -160,4 +162,16 @@ func TestClosedConnRefusesOutput(t *testing.T) {
 	}
 	c.Flush() // no-op on a closed conn
 	c.close(errShutdown)
+}
+
+func TestAnonIDIsUUIDv4(t *testing.T) {
+	seen := map[[16]byte]bool{}
+	for i := 0; i < 1000; i++ {
+		id := newAnonID()
+		u := uuid.UUID(id)
+		if u.Version() != 4 || u.Variant() != uuid.RFC4122 || seen[id] {
+			t.Fatalf("%s: version %d variant %v duplicate %v", u, u.Version(), u.Variant(), seen[id])
+		}
+		seen[id] = true
+	}
 }
