@@ -4,7 +4,7 @@ PKGS    := ./...
 FUZZTIME ?= 10s
 COVER_MIN ?= 90
 
-.PHONY: all build test unit fuzz fuzz-long cover-check idlemem idlemem-long vet fmt clean
+.PHONY: all build test unit fuzz fuzz-long cover-check idlemem idlemem-long bench-smoke bench-compare vet fmt clean
 
 all: build
 
@@ -13,7 +13,7 @@ build:
 
 ## test: vet, unit and integration tests under -race with per-package coverage, the coverage
 ## floor for internal packages, a short fuzz run of every fuzz target, and a short idle-memory run.
-test: vet unit cover-check fuzz idlemem
+test: vet unit cover-check fuzz idlemem bench-smoke
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
@@ -54,6 +54,19 @@ idlemem-long: build
 	@if command -v mosquitto >/dev/null; then \
 		$(GO) run ./scripts/idlemem -n 10000 -- mosquitto -p {port}; \
 		$(GO) run ./scripts/idlemem -n 19000 -- mosquitto -p {port}; fi
+
+## bench-smoke: the load tool and the compare script, briefly (seconds): proves they work, judges nothing.
+bench-smoke: build
+	@set -e; ./bin/iotd --listen 127.0.0.1:18830 & pid=$$!; trap "kill $$pid" EXIT; \
+	for i in $$(seq 1 50); do ./bin/iotd bench conn -p 18830 -c 1 --duration 100ms >/dev/null 2>&1 && break; sleep 0.1; done; \
+	./bin/iotd bench conn -p 18830 -c 200 --duration 1s; \
+	./bin/iotd bench scenario -p 18830 --pubs 2 --subs 2 --qos 1 --duration 2s; \
+	./bin/iotd bench scenario -p 18830 --pubs 1 --subs 1 --qos 0 --rate 1000 --duration 2s
+	$(GO) run ./scripts/bench/compare --quick --brokers iotd
+
+## bench-compare: IoTD next to Mosquitto, mochi-mqtt and NATS (docs/benchmarks.md says how to install them).
+bench-compare:
+	$(GO) run ./scripts/bench/compare
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -17,11 +17,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // served only with --pprof
 	"os"
 	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/iotd/iotd/internal/broker"
 	"github.com/iotd/iotd/internal/config"
@@ -42,6 +45,7 @@ const usage = `iotd - the IoTD MQTT broker
 
 Usage:
   iotd [-c FILE] [--listen HOST:PORT]...
+  iotd bench SUBCOMMAND [flags]   load generator (iotd bench --help)
   iotd --version
   iotd --help
 
@@ -52,12 +56,16 @@ Flags:
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "bench" {
+		return runBench(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("iotd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("c", "", "TOML configuration `FILE`")
 	var listens listenFlag
 	fs.Var(&listens, "listen", "TCP listener `HOST:PORT`; repeatable; replaces the configured listeners")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on `HOST:PORT` (for profiling; off by default)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -97,7 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	return serve(cfg, stderr)
+	return serve(cfg, *pprofAddr, stderr)
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
@@ -110,8 +118,19 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func serve(cfg config.Config, stderr io.Writer) int {
+func serve(cfg config.Config, pprofAddr string, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
+	if pprofAddr != "" {
+		ln, err := net.Listen("tcp", pprofAddr)
+		if err != nil {
+			log.Error("cannot listen for pprof", "address", pprofAddr, "error", err)
+			return 1
+		}
+		ps := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+		go ps.Serve(ln) // lives as long as the process; profiling only
+		defer ps.Close()
+		log.Info("pprof listening", "address", ln.Addr().String())
+	}
 	maxQueued := cfg.Session.MaxQueuedMessages
 	if maxQueued == 0 {
 		maxQueued = -1 // the file's 0 keeps none; the broker's 0 would mean its default
@@ -119,9 +138,25 @@ func serve(cfg config.Config, stderr io.Writer) int {
 	b := broker.New(broker.Options{
 		MaxRetained:        cfg.Retained.MaxMessages,
 		MaxRetainedPayload: cfg.Retained.MaxPayloadSize,
+		MaxInflight:        cfg.Session.MaxInflightMessages,
 		MaxQueued:          maxQueued,
+		MaxQueuedBytes:     cfg.Session.MaxQueuedBytes,
+		QueueQoS0:          cfg.Session.QueueQoS0,
+		RetryInterval:      cfg.Session.RetryInterval.Std(),
+		RetryMaxInterval:   cfg.Session.RetryMaxInterval.Std(),
+		SessionExpiry:      cfg.Session.Expiry.Std(),
 		Logger:             log,
 	})
+	housekeepCtx, stopHousekeep := context.WithCancel(context.Background())
+	housekept := make(chan struct{})
+	go func() {
+		defer close(housekept)
+		b.Run(housekeepCtx)
+	}()
+	defer func() {
+		stopHousekeep()
+		<-housekept
+	}()
 	srv, err := server.New(b, server.Options{
 		MaxPacketSize:   cfg.Limits.MaxPacketSize,
 		MaxConnections:  cfg.Limits.MaxConnections,

@@ -118,7 +118,9 @@ func (c *conn) provisionalID() string { return "__anon_" + uuid.UUID(c.anon).Str
 // outPool holds pending-output buffers so that an idle connection holds none.
 var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-const maxPooledOut = 64 << 10
+// maxPooledOut is the largest buffer returned to the pool; a busy subscriber's buffer is worth
+// keeping (allocating it again is what costs), a huge one is left to the collector.
+const maxPooledOut = 1 << 20
 
 func releaseOut(b []byte) {
 	if cap(b) > maxPooledOut {
@@ -150,6 +152,10 @@ func (c *conn) Enqueue(b []byte, droppable bool) (ok, schedule bool) {
 	}
 	if c.out == nil {
 		c.out = (*outPool.Get().(*[]byte))[:0]
+	} else if c.outOff > 0 && len(c.out)+len(b) > cap(c.out) {
+		// Reuse the written head of the buffer before growing it.
+		n := copy(c.out, c.out[c.outOff:])
+		c.out, c.outOff = c.out[:n], 0
 	}
 	c.out = append(c.out, b...)
 	if c.scheduled {
