@@ -14,6 +14,7 @@ build:
 ## test: vet, unit and integration tests under -race with per-package coverage, the coverage
 ## floor for internal packages, a short fuzz run of every fuzz target, and a short idle-memory run.
 test: vet unit cover-check fuzz idlemem bench-smoke
+	@awk '/^ok /{p++} /^FAIL/{f++} END{printf "packages: %d passed, %d failed\n", p, f+0}' coverage/test.txt
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
