@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -448,9 +450,17 @@ type proc struct {
 // SIGTERM (clients disconnect cleanly on it) and, if it is still there after a while, SIGKILL.
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
+	return startProcWith(t, nil, nil, name, args...)
+}
+
+// startProcWith is startProc with extra environment variables and a standard input (nil: none).
+func startProcWith(t *testing.T, env []string, stdin io.Reader, name string, args ...string) *proc {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.WaitDelay = time.Second
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = stdin
 	p := &proc{name: name, cmd: cmd, stdout: newLines(), stderr: newLines(), exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {

@@ -1,11 +1,8 @@
 package integration
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,37 +19,6 @@ import (
 )
 
 // ---- helpers of the QoS 1/2 tests ----
-
-// startProcWith is startProc with extra environment variables and a standard input (nil: none).
-func startProcWith(t *testing.T, env []string, stdin io.Reader, name string, args ...string) *proc {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.WaitDelay = time.Second
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdin = stdin
-	p := &proc{name: name, cmd: cmd, stdout: newLines(), stderr: newLines(), exited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		cancel()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		p.signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(iotdtest.Timeout):
-			cmd.Process.Kill()
-			<-p.exited
-		}
-	})
-	return p
-}
 
 // waitStopped waits until the process p is stopped by SIGSTOP (state T in /proc), so that it
 // reads and acknowledges nothing more.
