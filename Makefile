@@ -4,7 +4,7 @@ PKGS    := ./...
 FUZZTIME ?= 10s
 COVER_MIN ?= 90
 
-.PHONY: all build test unit fuzz fuzz-long cover-check idlemem idlemem-long bench-smoke bench-compare vet fmt clean
+.PHONY: all build test unit fuzz fuzz-long cover-check idlemem-long bench-smoke bench-compare vet fmt clean
 
 all: build
 
@@ -12,8 +12,9 @@ build:
 	$(GO) build -o bin/iotd ./cmd/iotd
 
 ## test: vet, unit and integration tests under -race with per-package coverage, the coverage
-## floor for internal packages, a short fuzz run of every fuzz target, and a short idle-memory run.
-test: vet unit cover-check fuzz idlemem bench-smoke
+## floor for internal packages, a short fuzz run of every fuzz target, and bench-smoke (the load
+## tool and a seconds-long comparison run, idle connections included).
+test: vet unit cover-check fuzz bench-smoke
 	@awk '/^ok /{p++} /^FAIL/{f++} END{printf "packages: %d passed, %d failed\n", p, f+0}' coverage/test.txt
 
 vet:
@@ -44,17 +45,10 @@ fuzz:
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=5m
 
-## idlemem: broker RSS per 1,000 idle connections (short: 1,000 connections, proves the tool works).
-idlemem: build
-	$(GO) run ./scripts/idlemem -n 1000 -settle 1s -- ./bin/iotd --listen 127.0.0.1:{port}
-
-## idlemem-long: the figures the roadmap asks for, 10,000 and 19,000 connections, next to Mosquitto if installed.
-idlemem-long: build
-	$(GO) run ./scripts/idlemem -n 10000 -- ./bin/iotd --listen 127.0.0.1:{port}
-	$(GO) run ./scripts/idlemem -n 19000 -- ./bin/iotd --listen 127.0.0.1:{port}
-	@if command -v mosquitto >/dev/null; then \
-		$(GO) run ./scripts/idlemem -n 10000 -- mosquitto -p {port}; \
-		$(GO) run ./scripts/idlemem -n 19000 -- mosquitto -p {port}; fi
+## idlemem-long: RSS per 1,000 idle connections at 10,000 and 19,000, IoTD next to Mosquitto
+## (skipped if not installed); three rounds, medians. bench-smoke runs a short version in `make test`.
+idlemem-long:
+	$(GO) run ./scripts/bench/compare --scenarios idle-10k,idle-19k --brokers iotd,mosquitto
 
 ## bench-smoke: the load tool and the compare script, briefly (seconds): proves they work, judges nothing.
 bench-smoke: build
