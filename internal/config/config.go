@@ -25,6 +25,21 @@ const (
 	defaultLogLevel        = "info"
 	defaultLogFormat       = "text"
 
+	defaultClientAuth    = "none"
+	defaultMinTLSVersion = "1.2"
+
+	defaultAuthFailDelay    = Duration(time.Second)
+	defaultAuthFailMaxDelay = Duration(30 * time.Second)
+
+	defaultStoreBackend       = "file"
+	defaultStoreDir           = "iotd-data"
+	defaultStoreFsync         = "always"
+	defaultStoreFsyncInterval = Duration(10 * time.Millisecond)
+	defaultStoreOnCorrupt     = "fail"
+
+	defaultAuthCacheTTL           = Duration(5 * time.Minute)
+	defaultAuthDisconnectOnRevoke = true
+
 	// minPacketSize is small enough for any real CONNECT to fit, yet rules
 	// out values that are surely a unit mistake.
 	minPacketSize = 16
@@ -41,6 +56,13 @@ const (
 
 	minConnectTimeout = Duration(100 * time.Millisecond)
 	maxConnectTimeout = Duration(10 * time.Minute)
+
+	// The fsync period is at least a millisecond, below which it would
+	// cost as much as fsync = "always", and at most ten seconds, beyond
+	// which acknowledgements would wait long enough for clients to
+	// retransmit.
+	minFsyncInterval = Duration(time.Millisecond)
+	maxFsyncInterval = Duration(10 * time.Second)
 )
 
 // Duration is a time.Duration written in TOML as a string such as "10s" or
@@ -84,6 +106,11 @@ type Config struct {
 	Retained Retained `toml:"retained"`
 	// Session bounds the state kept for each client session.
 	Session Session `toml:"session"`
+	// Store selects where sessions, retained messages and inflight
+	// messages are kept, and how durably.
+	Store Store `toml:"store"`
+	// Auth selects how clients are authenticated and authorized.
+	Auth Auth `toml:"auth"`
 	// Log selects the log level and format.
 	Log Log `toml:"log"`
 	// Server holds process-wide settings.
@@ -91,17 +118,50 @@ type Config struct {
 }
 
 // Listener is one socket the broker accepts MQTT connections on.
+//
+// The TLS keys (CertFile to MinTLSVersion) apply only to Type "tls"; on a
+// "tcp" listener they must keep their defaults, so that a certificate
+// configured on the wrong listener is reported instead of ignored. In a
+// Listener built in code rather than parsed, an empty ClientAuth or
+// MinTLSVersion means its default.
 type Listener struct {
 	// Name identifies the listener in logs. It defaults to "<type>-<index>"
-	// (for example "tcp-0") and must be unique.
+	// (for example "tcp-0" or "tls-1") and must be unique.
 	Name string `toml:"name"`
-	// Type is the transport. Only "tcp" exists for now; "tls", "unix" and
-	// "websocket" come later. It defaults to "tcp".
+	// Type is the transport: "tcp" (plain MQTT) or "tls" (MQTT over TLS);
+	// "unix" and "websocket" come later. It defaults to "tcp".
 	Type string `toml:"type"`
 	// Address is the host:port to listen on. It is required in a
 	// [[listener]] table; the default listener uses "0.0.0.0:1883". Port 0
 	// asks the system for a free port.
 	Address string `toml:"address"`
+	// CertFile is the PEM file with the server certificate chain, leaf
+	// first. Required for "tls".
+	CertFile string `toml:"cert_file"`
+	// KeyFile is the PEM file with the private key of CertFile's leaf.
+	// Required for "tls".
+	KeyFile string `toml:"key_file"`
+	// CAFile is the PEM bundle of CAs that client certificates must chain
+	// to. Required when ClientAuth is "optional" or "required", and refused
+	// when it is "none", where it would silently verify nothing.
+	CAFile string `toml:"ca_file"`
+	// ClientAuth says whether clients present a certificate: "none" (the
+	// default: none is asked for), "optional" (verified against CAFile if
+	// given) or "required" (the handshake fails without a valid one).
+	ClientAuth string `toml:"client_auth"`
+	// IdentityFrom makes the verified client certificate the client's
+	// identity: its subject common name ("cn") or its first DNS, e-mail or
+	// URI subject alternative name ("san-dns", "san-email", "san-uri")
+	// becomes the username that authorization sees. "" (the default) does
+	// not use the certificate as an identity. Needs ClientAuth other than
+	// "none".
+	IdentityFrom string `toml:"identity_from"`
+	// MinTLSVersion is the lowest TLS version accepted: "1.2" (the default)
+	// or "1.3".
+	MinTLSVersion string `toml:"min_tls_version"`
+	// AllowAnonymous overrides Auth.AllowAnonymous on this listener when it
+	// is set; nil (the default) follows it. See Config.AnonymousAllowed.
+	AllowAnonymous *bool `toml:"allow_anonymous"`
 }
 
 // Limits bounds the resources one connection or one packet can take.
@@ -122,6 +182,31 @@ type Limits struct {
 	// subscriber are dropped (and counted) so that one slow reader never
 	// blocks a publisher. Default 1048576; >= 4096.
 	MaxPendingBytes int `toml:"max_pending_bytes"`
+	// ConnectionRate caps the new connections per second accepted from one
+	// source IP address; connections beyond it are closed at accept. 0 (the
+	// default) means no limit. A fraction such as 0.5 (one every two
+	// seconds) is allowed; >= 0.
+	ConnectionRate float64 `toml:"connection_rate"`
+	// ConnectionBurst is how many connections one source IP may open at
+	// once before ConnectionRate applies; 0 (the default) means
+	// max(1, ConnectionRate). >= 0.
+	ConnectionBurst int `toml:"connection_burst"`
+	// TotalConnectionRate caps the new connections per second accepted in
+	// total, over every listener, so that a reconnect storm cannot starve
+	// the clients already connected. 0 (the default) means no limit; >= 0.
+	TotalConnectionRate float64 `toml:"total_connection_rate"`
+	// TotalConnectionBurst is the burst of TotalConnectionRate; 0 (the
+	// default) means max(1, TotalConnectionRate). >= 0.
+	TotalConnectionBurst int `toml:"total_connection_burst"`
+	// AuthFailDelay is how long the broker waits before answering a
+	// CONNECT from a source IP whose last login failed; the delay doubles
+	// with each further consecutive failure, up to AuthFailMaxDelay, and a
+	// successful login resets it. It slows password guessing without
+	// locking legitimate clients out. "0s" turns it off. Default "1s"; >= 0.
+	AuthFailDelay Duration `toml:"auth_fail_delay"`
+	// AuthFailMaxDelay caps AuthFailDelay's doubling. Default "30s"; at
+	// least AuthFailDelay.
+	AuthFailMaxDelay Duration `toml:"auth_fail_max_delay"`
 }
 
 // KeepAlive is the broker's policy on the Keep Alive value in CONNECT.
@@ -181,6 +266,77 @@ type Session struct {
 	Expiry Duration `toml:"expiry"`
 }
 
+// Store selects the persistence backend and its durability. The broker
+// keeps sessions, subscriptions, queued and inflight messages and retained
+// messages there, so that they survive a restart.
+type Store struct {
+	// Backend is "file" (the default: an embedded Pebble key-value engine),
+	// "sqlite" (one SQLite database) or "memory" (nothing survives a
+	// restart).
+	Backend string `toml:"backend"`
+	// Dir is the data directory, created if missing; a relative path is
+	// relative to the working directory. The file backend keeps its files
+	// in <Dir>/pebble, sqlite in <Dir>/sqlite/iotd.db. Default "iotd-data";
+	// required unless Backend is "memory", which ignores it.
+	Dir string `toml:"dir"`
+	// Fsync says when writes are forced to disk, and so when a message
+	// counts as stored: "always" (the default: each group commit is
+	// fsynced), "interval" (an fsync every FsyncInterval) or "never" (the
+	// operating system decides). PUBACK, PUBREC, PUBCOMP and SUBACK are sent
+	// only once what they acknowledge is stored: after the fsync of its
+	// group commit, after the next periodic fsync, or at once with "never",
+	// where a crash of the machine may lose acknowledged messages.
+	Fsync string `toml:"fsync"`
+	// FsyncInterval is the period of Fsync "interval". Default "10ms";
+	// 1ms..10s.
+	FsyncInterval Duration `toml:"fsync_interval"`
+	// OnCorrupt is what happens when the store cannot be read at startup:
+	// "fail" (the default) refuses to start and says which file is at fault
+	// and why; "move-aside" renames the store to <path>.corrupt-<time>,
+	// logs that at error level, and starts with an empty one.
+	OnCorrupt string `toml:"on_corrupt"`
+}
+
+// Auth selects how clients prove who they are and what they may do.
+type Auth struct {
+	// PasswordFile is a user file in Mosquitto's mosquitto_passwd format:
+	// one "username:hash" line per user, with "$7$" (PBKDF2-SHA512) or "$6$"
+	// (salted SHA-512) hashes. "" (the default) means no users.
+	PasswordFile string `toml:"password_file"`
+	// ACLFile is an access control file in Mosquitto's acl_file syntax. ""
+	// (the default) lets every client publish and subscribe to every topic.
+	ACLFile string `toml:"acl_file"`
+	// AllowAnonymous says whether clients that send no username may
+	// connect. nil (the default) means "not set": anonymous access is then
+	// on unless PasswordFile is set, so that adding users closes the broker
+	// to strangers without a second key. See Config.AnonymousAllowed.
+	AllowAnonymous *bool `toml:"allow_anonymous"`
+	// CacheTTL is how long a successful login and an ACL decision are
+	// remembered, sparing a password hash per reconnect. "0s" turns the
+	// caches off. Default "5m"; >= 0.
+	CacheTTL Duration `toml:"cache_ttl"`
+	// DisconnectOnRevoke makes a reload of the auth files (SIGHUP)
+	// disconnect the clients it no longer admits: those whose user is no
+	// longer in PasswordFile, and anonymous ones on a listener that no
+	// longer allows anonymous access. Default true.
+	DisconnectOnRevoke bool `toml:"disconnect_on_revoke"`
+}
+
+// AnonymousAllowed reports whether clients without a username may connect
+// on listener l: l.AllowAnonymous if it is set, else Auth.AllowAnonymous if
+// it is set, else whether Auth.PasswordFile is empty. The last rule is the
+// secure default: a broker with users refuses anonymous clients unless the
+// file says otherwise.
+func (c *Config) AnonymousAllowed(l Listener) bool {
+	if l.AllowAnonymous != nil {
+		return *l.AllowAnonymous
+	}
+	if c.Auth.AllowAnonymous != nil {
+		return *c.Auth.AllowAnonymous
+	}
+	return c.Auth.PasswordFile == ""
+}
+
 // Log selects what is logged and how.
 type Log struct {
 	// Level is the minimum level logged: "debug", "info", "warn" or "error".
@@ -207,10 +363,12 @@ func Default() Config {
 	return Config{
 		Listeners: []Listener{defaultListener(0)},
 		Limits: Limits{
-			MaxPacketSize:   defaultMaxPacketSize,
-			MaxConnections:  0,
-			ConnectTimeout:  defaultConnectTimeout,
-			MaxPendingBytes: defaultMaxPendingBytes,
+			MaxPacketSize:    defaultMaxPacketSize,
+			MaxConnections:   0,
+			ConnectTimeout:   defaultConnectTimeout,
+			MaxPendingBytes:  defaultMaxPendingBytes,
+			AuthFailDelay:    defaultAuthFailDelay,
+			AuthFailMaxDelay: defaultAuthFailMaxDelay,
 		},
 		KeepAlive: KeepAlive{Max: 0},
 		Retained: Retained{
@@ -223,6 +381,17 @@ func Default() Config {
 			RetryMaxInterval:    defaultRetryMax,
 			Expiry:              defaultSessionExpiry,
 		},
+		Store: Store{
+			Backend:       defaultStoreBackend,
+			Dir:           defaultStoreDir,
+			Fsync:         defaultStoreFsync,
+			FsyncInterval: defaultStoreFsyncInterval,
+			OnCorrupt:     defaultStoreOnCorrupt,
+		},
+		Auth: Auth{
+			CacheTTL:           defaultAuthCacheTTL,
+			DisconnectOnRevoke: defaultAuthDisconnectOnRevoke,
+		},
 		Log: Log{Level: defaultLogLevel, Format: defaultLogFormat},
 		Server: Server{
 			ShutdownTimeout: defaultShutdownTimeout,
@@ -234,9 +403,11 @@ func Default() Config {
 // defaultListener is the listener Default puts at index i.
 func defaultListener(i int) Listener {
 	return Listener{
-		Name:    defaultListenerName(defaultListenerType, i),
-		Type:    defaultListenerType,
-		Address: defaultListenerAddress,
+		Name:          defaultListenerName(defaultListenerType, i),
+		Type:          defaultListenerType,
+		Address:       defaultListenerAddress,
+		ClientAuth:    defaultClientAuth,
+		MinTLSVersion: defaultMinTLSVersion,
 	}
 }
 

@@ -41,19 +41,30 @@ func paths(fes []*FieldError) []string {
 	return out
 }
 
+// tcpListener is a "tcp" listener as Parse returns it for a [[listener]]
+// table that sets only name and address.
+func tcpListener(name, address string) Listener {
+	return Listener{Name: name, Type: "tcp", Address: address, ClientAuth: "none", MinTLSVersion: "1.2"}
+}
+
 func TestDefault(t *testing.T) {
 	want := Config{
-		Listeners: []Listener{{Name: "tcp-0", Type: "tcp", Address: "0.0.0.0:1883"}},
+		Listeners: []Listener{tcpListener("tcp-0", "0.0.0.0:1883")},
 		Limits: Limits{
-			MaxPacketSize:   1048576,
-			MaxConnections:  0,
-			ConnectTimeout:  Duration(10 * time.Second),
-			MaxPendingBytes: 1048576,
+			MaxPacketSize:    1048576,
+			MaxConnections:   0,
+			ConnectTimeout:   Duration(10 * time.Second),
+			MaxPendingBytes:  1048576,
+			AuthFailDelay:    Duration(time.Second),
+			AuthFailMaxDelay: Duration(30 * time.Second),
 		},
 		KeepAlive: KeepAlive{Max: 0},
 		Retained:  Retained{MaxMessages: 100000, MaxPayloadSize: 0},
 		Session: Session{MaxInflightMessages: 64, MaxQueuedMessages: 1000,
 			RetryMaxInterval: Duration(time.Minute), Expiry: Duration(2 * time.Hour)},
+		Store: Store{Backend: "file", Dir: "iotd-data", Fsync: "always",
+			FsyncInterval: Duration(10 * time.Millisecond), OnCorrupt: "fail"},
+		Auth:   Auth{CacheTTL: Duration(5 * time.Minute), DisconnectOnRevoke: true},
 		Log:    Log{Level: "info", Format: "text"},
 		Server: Server{ShutdownTimeout: Duration(10 * time.Second), Workers: 0},
 	}
@@ -125,5 +136,37 @@ func TestFieldErrorError(t *testing.T) {
 	want := "limits.max_packet_size: must be between 16 and 268435460, got 3"
 	if got := e.Error(); got != want {
 		t.Fatalf("Error() = %q, want %q", got, want)
+	}
+}
+
+func TestAnonymousAllowed(t *testing.T) {
+	tests := []struct {
+		name         string
+		passwordFile string
+		auth         *bool // auth.allow_anonymous
+		listener     *bool // listener.allow_anonymous
+		want         bool
+	}{
+		{name: "nothing set, no users", want: true},
+		{name: "nothing set, users: secure default", passwordFile: "passwd", want: false},
+		{name: "auth false, no users", auth: new(false), want: false},
+		{name: "auth true, users", passwordFile: "passwd", auth: new(true), want: true},
+		{name: "auth false, users", passwordFile: "passwd", auth: new(false), want: false},
+		{name: "listener true overrides the secure default", passwordFile: "passwd", listener: new(true), want: true},
+		{name: "listener true overrides auth false", passwordFile: "passwd", auth: new(false), listener: new(true), want: true},
+		{name: "listener false overrides auth true", auth: new(true), listener: new(false), want: false},
+		{name: "listener false, nothing else set", listener: new(false), want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.Auth.PasswordFile = tt.passwordFile
+			c.Auth.AllowAnonymous = tt.auth
+			l := c.Listeners[0]
+			l.AllowAnonymous = tt.listener
+			if got := c.AnonymousAllowed(l); got != tt.want {
+				t.Fatalf("AnonymousAllowed() = %t, want %t", got, tt.want)
+			}
+		})
 	}
 }

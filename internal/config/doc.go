@@ -12,6 +12,11 @@
 // keys it changes, and then calls [Config.Validate]. [Load] does the same for
 // a file on disk.
 //
+// A few keys are optional in a stronger sense: their default depends on
+// other keys, so the code must tell "not set" from false. Those fields are
+// pointers, nil unless the file sets them, and a method gives the effective
+// value: [Config.AnonymousAllowed] for the allow_anonymous keys.
+//
 // # Errors
 //
 // Configuration mistakes are reported all at once rather than one per run:

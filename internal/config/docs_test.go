@@ -36,14 +36,74 @@ func schemaKeys(t reflect.Type, prefix string) []string {
 	return keys
 }
 
+// optionalKeys returns the keys of schemaKeys whose field is a pointer: keys
+// whose default is "not set", which TOML cannot write.
+func optionalKeys(t reflect.Type, prefix string) map[string]bool {
+	keys := make(map[string]bool)
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		ft := f.Type
+		if ft.Kind() == reflect.Slice {
+			ft = ft.Elem()
+		}
+		switch ft.Kind() {
+		case reflect.Struct:
+			for k := range optionalKeys(ft, prefix+tag+".") {
+				keys[k] = true
+			}
+		case reflect.Pointer:
+			keys[prefix+tag] = true
+		}
+	}
+	return keys
+}
+
+// section returns the text of the example file's section for the table
+// path ("auth", or "listener" for the [[listener]] tables): from its header
+// to the next header.
+func section(file, path string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(file, "\n") {
+		if strings.HasPrefix(line, "[") {
+			in = line == "["+path+"]" || line == "[["+path+"]]"
+		}
+		if in {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
 func TestSchemaKeys(t *testing.T) {
-	// A guard on the walker itself: if it found nothing, the tests below
-	// would pass vacuously.
+	// A guard on the walkers themselves: if they found nothing, the tests
+	// below would pass vacuously.
 	keys := schemaKeys(reflect.TypeFor[Config](), "")
-	for _, want := range []string{"listener.address", "limits.max_packet_size", "server.workers"} {
+	for _, want := range []string{"listener.address", "limits.max_packet_size", "server.workers", "listener.allow_anonymous"} {
 		if !contains(keys, want) {
 			t.Fatalf("schemaKeys() = %q, missing %q", keys, want)
 		}
+	}
+	opt := optionalKeys(reflect.TypeFor[Config](), "")
+	if want := map[string]bool{"listener.allow_anonymous": true, "auth.allow_anonymous": true}; !reflect.DeepEqual(opt, want) {
+		t.Fatalf("optionalKeys() = %v, want %v", opt, want)
+	}
+}
+
+func TestSection(t *testing.T) {
+	file := "a = 1\n[[listener]]\nx = 1\n[auth]\ny = 2\n# z = 3\n[log]\nw = 4\n"
+	tests := []struct{ path, want string }{
+		{"listener", "[[listener]]\nx = 1\n"},
+		{"auth", "[auth]\ny = 2\n# z = 3\n"},
+		{"missing", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			if got := section(file, tt.path); got != tt.want {
+				t.Fatalf("section(%q) = %q, want %q", tt.path, got, tt.want)
+			}
+		})
 	}
 }
 
@@ -73,7 +133,9 @@ func TestExampleFile(t *testing.T) {
 	})
 
 	// Equality alone would pass with keys left out (they get defaults), so
-	// also check that the example spells out every key.
+	// also check that the example spells out every key. An optional key's
+	// default is "not set", so the example shows it commented out, in its
+	// own section, and leaves it unset.
 	t.Run("sets every key", func(t *testing.T) {
 		var m map[string]any
 		md, err := toml.Decode(string(data), &m)
@@ -84,10 +146,21 @@ func TestExampleFile(t *testing.T) {
 		for _, k := range md.Keys() {
 			defined[k.String()] = true
 		}
+		optional := optionalKeys(reflect.TypeFor[Config](), "")
 		for _, key := range schemaKeys(reflect.TypeFor[Config](), "") {
 			t.Run(key, func(t *testing.T) {
-				if !defined[key] {
-					t.Fatalf("%s does not set %s", examplePath, key)
+				if !optional[key] {
+					if !defined[key] {
+						t.Fatalf("%s does not set %s", examplePath, key)
+					}
+					return
+				}
+				if defined[key] {
+					t.Fatalf("%s sets the optional key %s; its default is to leave it unset", examplePath, key)
+				}
+				table, leaf, _ := strings.Cut(key, ".")
+				if !strings.Contains(section(string(data), table), "\n# "+leaf+" = ") {
+					t.Fatalf("%s does not show the optional key %s as a comment (\"# %s = ...\") in its section", examplePath, key, leaf)
 				}
 			})
 		}

@@ -17,7 +17,8 @@ import (
 // Parse returns Default with the TOML document data laid over it, then
 // validated. Keys the document omits keep their defaults; a [[listener]]
 // table replaces the whole default listener list, and a listener's omitted
-// keys get the listener defaults (type "tcp", name "<type>-<index>").
+// keys get the listener defaults (type "tcp", name "<type>-<index>",
+// client_auth "none", min_tls_version "1.2"; allow_anonymous stays unset).
 //
 // Every problem is reported, not only the first: unknown keys, values of the
 // wrong TOML type, bad duration strings and out-of-range values each give a
@@ -219,6 +220,28 @@ func (d *decoder) value(p toml.Primitive, path string, key toml.Key, line int, f
 		}
 		fv.SetInt(n)
 
+	case fv.Kind() == reflect.Float64:
+		// An integer is a number too: "connection_rate = 10" must not need
+		// to be written 10.0.
+		switch n := raw.(type) {
+		case float64:
+			fv.SetFloat(n)
+		case int64:
+			fv.SetFloat(float64(n))
+		default:
+			d.fail(path, line, "must be a number, got %s", describe(raw))
+		}
+
+	case fv.Kind() == reflect.Pointer:
+		// An optional key: nil when the file leaves it out, so that code can
+		// tell "not set" from the zero value. The pointer is set only when
+		// the value decodes.
+		elem := reflect.New(fv.Type().Elem())
+		d.value(p, path, key, line, elem.Elem())
+		if !d.failed[path] {
+			fv.Set(elem)
+		}
+
 	case fv.Kind() == reflect.Bool:
 		b, ok := raw.(bool)
 		if !ok {
@@ -271,6 +294,12 @@ func (d *decoder) listenerDefaults(i int, l *Listener) {
 	path := fmt.Sprintf("listener[%d].", i)
 	if !d.seen[path+"type"] {
 		l.Type = defaultListenerType
+	}
+	if !d.seen[path+"client_auth"] {
+		l.ClientAuth = defaultClientAuth
+	}
+	if !d.seen[path+"min_tls_version"] {
+		l.MinTLSVersion = defaultMinTLSVersion
 	}
 	if !d.seen[path+"name"] {
 		typ := l.Type

@@ -20,11 +20,11 @@ func TestParseValid(t *testing.T) {
 	}{
 		{name: "empty document", doc: "", want: func(*Config) {}},
 		{name: "comments only", doc: "# nothing here\n\n", want: func(*Config) {}},
-		{name: "empty tables", doc: "[limits]\n[keepalive]\n[retained]\n[log]\n[server]\n", want: func(*Config) {}},
+		{name: "empty tables", doc: "[limits]\n[keepalive]\n[retained]\n[store]\n[auth]\n[log]\n[server]\n", want: func(*Config) {}},
 
 		{name: "one listener with address only", doc: "[[listener]]\naddress = \"127.0.0.1:1884\"\n",
 			want: func(c *Config) {
-				c.Listeners = []Listener{{Name: "tcp-0", Type: "tcp", Address: "127.0.0.1:1884"}}
+				c.Listeners = []Listener{tcpListener("tcp-0", "127.0.0.1:1884")}
 			}},
 		{name: "listeners replace the default list", doc: `
 [[listener]]
@@ -39,19 +39,71 @@ address = "127.0.0.1:1884"
 address = "[::1]:1885"
 `, want: func(c *Config) {
 			c.Listeners = []Listener{
-				{Name: "tcp-0", Type: "tcp", Address: ":1883"},
-				{Name: "local", Type: "tcp", Address: "127.0.0.1:1884"},
-				{Name: "tcp-2", Type: "tcp", Address: "[::1]:1885"},
+				tcpListener("tcp-0", ":1883"),
+				tcpListener("local", "127.0.0.1:1884"),
+				tcpListener("tcp-2", "[::1]:1885"),
 			}
 		}},
 		{name: "inline array of listeners", doc: `listener = [{address = ":1"}, {name = "b", address = ":2"}]`,
 			want: func(c *Config) {
-				c.Listeners = []Listener{
-					{Name: "tcp-0", Type: "tcp", Address: ":1"},
-					{Name: "b", Type: "tcp", Address: ":2"},
-				}
+				c.Listeners = []Listener{tcpListener("tcp-0", ":1"), tcpListener("b", ":2")}
 			}},
 
+		{name: "tls listeners", doc: `
+[[listener]]
+address = ":1883"
+allow_anonymous = true
+
+[[listener]]
+type = "tls"
+address = ":8883"
+cert_file = "server.crt"
+key_file = "server.key"
+
+[[listener]]
+name = "devices"
+type = "tls"
+address = ":8884"
+cert_file = "server.crt"
+key_file = "server.key"
+ca_file = "ca.crt"
+client_auth = "required"
+identity_from = "san-uri"
+min_tls_version = "1.3"
+allow_anonymous = false
+`, want: func(c *Config) {
+			plain := tcpListener("tcp-0", ":1883")
+			plain.AllowAnonymous = new(true)
+			c.Listeners = []Listener{
+				plain,
+				{Name: "tls-1", Type: "tls", Address: ":8883", CertFile: "server.crt", KeyFile: "server.key",
+					ClientAuth: "none", MinTLSVersion: "1.2"},
+				{Name: "devices", Type: "tls", Address: ":8884", CertFile: "server.crt", KeyFile: "server.key",
+					CAFile: "ca.crt", ClientAuth: "required", IdentityFrom: "san-uri", MinTLSVersion: "1.3",
+					AllowAnonymous: new(false)},
+			}
+		}},
+		{name: "connection limits", doc: "[limits]\nconnection_rate = 0.5\nconnection_burst = 4\ntotal_connection_rate = 200\ntotal_connection_burst = 400\nauth_fail_delay = \"0s\"\nauth_fail_max_delay = \"0s\"\n",
+			want: func(c *Config) {
+				c.Limits.ConnectionRate, c.Limits.ConnectionBurst = 0.5, 4
+				c.Limits.TotalConnectionRate, c.Limits.TotalConnectionBurst = 200, 400
+				c.Limits.AuthFailDelay, c.Limits.AuthFailMaxDelay = 0, 0
+			}},
+		{name: "rate as float with exponent", doc: "[limits]\ntotal_connection_rate = 1.5e3\n",
+			want: func(c *Config) { c.Limits.TotalConnectionRate = 1500 }},
+		{name: "store", doc: "[store]\nbackend = \"sqlite\"\ndir = \"/var/lib/iotd\"\nfsync = \"interval\"\nfsync_interval = \"50ms\"\non_corrupt = \"move-aside\"\n",
+			want: func(c *Config) {
+				c.Store = Store{Backend: "sqlite", Dir: "/var/lib/iotd", Fsync: "interval",
+					FsyncInterval: Duration(50 * time.Millisecond), OnCorrupt: "move-aside"}
+			}},
+		{name: "memory store", doc: "[store]\nbackend = \"memory\"\ndir = \"\"\n",
+			want: func(c *Config) { c.Store.Backend, c.Store.Dir = "memory", "" }},
+		{name: "auth", doc: "[auth]\npassword_file = \"passwd\"\nacl_file = \"acl\"\nallow_anonymous = true\ncache_ttl = \"0s\"\ndisconnect_on_revoke = false\n",
+			want: func(c *Config) {
+				c.Auth = Auth{PasswordFile: "passwd", ACLFile: "acl", AllowAnonymous: new(true)}
+			}},
+		{name: "auth password file leaves allow_anonymous unset", doc: "[auth]\npassword_file = \"passwd\"\n",
+			want: func(c *Config) { c.Auth.PasswordFile = "passwd" }},
 		{name: "limits.max_packet_size", doc: "[limits]\nmax_packet_size = 268_435_460\n",
 			want: func(c *Config) { c.Limits.MaxPacketSize = 268435460 }},
 		{name: "limits.max_packet_size in hex", doc: "[limits]\nmax_packet_size = 0x100\n",
@@ -113,6 +165,8 @@ func TestParseErrors(t *testing.T) {
 			want: "verbose: unknown key (line 1)"},
 		{name: "unknown top-level table", doc: "[tls]\ncert = \"x\"\n",
 			want: "tls: unknown key (line 1)"},
+		{name: "unknown key in auth", doc: "[auth]\npasswords = \"x\"\n",
+			want: "auth.passwords: unknown key (line 2)"},
 		{name: "unknown implied table", doc: "[foo.bar]\nx = 1\n",
 			want: "foo: unknown key"},
 		{name: "unknown key in a section", doc: "[limits]\nmax_packet_size = 100\nmax_packets = 5\n",
@@ -146,6 +200,18 @@ func TestParseErrors(t *testing.T) {
 			want: "log.level: must be a string, got integer 3 (line 2)"},
 		{name: "table for string", doc: "[log]\nformat = { kind = \"json\" }\n",
 			want: "log.format: must be a string, got table (line 2)"},
+		{name: "string for rate", doc: "[limits]\nconnection_rate = \"10/s\"\n",
+			want: `limits.connection_rate: must be a number, got string "10/s" (line 2)`},
+		{name: "float for burst", doc: "[limits]\nconnection_burst = 2.5\n",
+			want: "limits.connection_burst: must be an integer, got float 2.5 (line 2)"},
+		{name: "infinite rate", doc: "[limits]\nconnection_rate = inf\n",
+			want: "limits.connection_rate: must be a number of connections per second, 0 (no limit) or more, got +Inf"},
+		{name: "NaN rate", doc: "[limits]\ntotal_connection_rate = nan\n",
+			want: "limits.total_connection_rate: must be a number of connections per second, 0 (no limit) or more, got NaN"},
+		{name: "string for optional boolean", doc: "[auth]\nallow_anonymous = \"no\"\n",
+			want: `auth.allow_anonymous: must be a boolean (true or false), got string "no" (line 2)`},
+		{name: "integer for listener optional boolean", doc: "[[listener]]\naddress = \":1\"\nallow_anonymous = 0\n",
+			want: "listener[0].allow_anonymous: must be a boolean (true or false), got integer 0 (line 3)"},
 		{name: "integer for duration", doc: "[limits]\nconnect_timeout = 10\n",
 			want: `limits.connect_timeout: must be a duration string such as "10s" or "1m30s", got integer 10 (line 2)`},
 		{name: "bad duration string", doc: "[server]\nshutdown_timeout = \"10 seconds\"\n",
@@ -175,7 +241,17 @@ func TestParseErrors(t *testing.T) {
 		{name: "listener without address", doc: "[[listener]]\nname = \"x\"\n",
 			want: `listener[0].address: is required (host:port, for example "0.0.0.0:1883")`},
 		{name: "unknown listener type", doc: "[[listener]]\ntype = \"udp\"\naddress = \":1\"\n",
-			want: `listener[0].type: must be one of "tcp", got "udp"`},
+			want: `listener[0].type: must be one of "tcp", "tls", got "udp"`},
+		{name: "tls listener without certificate", doc: "[[listener]]\ntype = \"tls\"\naddress = \":8883\"\n",
+			want: "listener[0].cert_file: is required for a tls listener (PEM certificate chain)\n" +
+				"listener[0].key_file: is required for a tls listener (PEM private key)"},
+		{name: "tls keys on a tcp listener", doc: "[[listener]]\naddress = \":1883\"\ncert_file = \"c.pem\"\nclient_auth = \"none\"\nmin_tls_version = \"1.3\"\n",
+			want: "listener[0].cert_file: only applies to type \"tls\", not \"tcp\"\n" +
+				"listener[0].min_tls_version: only applies to type \"tls\", not \"tcp\""},
+		{name: "anonymous off without users", doc: "[auth]\nallow_anonymous = false\n",
+			want: `auth.allow_anonymous: is false but auth.password_file is empty, so no client can log in on listener "tcp-0" (set identity_from to use client certificates)`},
+		{name: "store dir missing", doc: "[store]\ndir = \"\"\n",
+			want: `store.dir: must not be empty (it is only optional with backend "memory")`},
 		{name: "duplicate default names", doc: "[[listener]]\naddress = \":1\"\n[[listener]]\nname = \"tcp-0\"\naddress = \":2\"\n",
 			want: `listener[1].name: duplicate name "tcp-0", also used by listener[0]`},
 		{name: "duplicate addresses", doc: "listener = [{address = \":1883\"}, {address = \":1883\"}]\n",

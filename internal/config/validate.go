@@ -1,8 +1,10 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -25,9 +27,17 @@ func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
 
 // listenerTypes are the transports Listener.Type may name. It grows as
 // transports are added.
-var listenerTypes = []string{"tcp"}
+var listenerTypes = []string{"tcp", "tls"}
 
 var (
+	clientAuths    = []string{"none", "optional", "required"}
+	identitySource = []string{"cn", "san-dns", "san-email", "san-uri"}
+	tlsVersions    = []string{"1.2", "1.3"}
+
+	storeBackends  = []string{"file", "sqlite", "memory"}
+	fsyncPolicies  = []string{"always", "interval", "never"}
+	corruptActions = []string{"fail", "move-aside"}
+
 	logLevels  = []string{"debug", "info", "warn", "error"}
 	logFormats = []string{"text", "json"}
 )
@@ -50,6 +60,20 @@ func (c *Config) validate() []error {
 	v.intMin("limits.max_connections", l.MaxConnections, 0)
 	v.durationRange("limits.connect_timeout", l.ConnectTimeout, minConnectTimeout, maxConnectTimeout)
 	v.intMin("limits.max_pending_bytes", l.MaxPendingBytes, minPendingBytes)
+	v.rate("limits.connection_rate", l.ConnectionRate)
+	v.intMin("limits.connection_burst", l.ConnectionBurst, 0)
+	v.rate("limits.total_connection_rate", l.TotalConnectionRate)
+	v.intMin("limits.total_connection_burst", l.TotalConnectionBurst, 0)
+	if l.AuthFailDelay < 0 {
+		v.add("limits.auth_fail_delay", "must be 0s (off) or more, got %s", l.AuthFailDelay)
+	}
+	switch {
+	case l.AuthFailMaxDelay < 0:
+		v.add("limits.auth_fail_max_delay", "must be 0s or more, got %s", l.AuthFailMaxDelay)
+	case l.AuthFailMaxDelay < l.AuthFailDelay:
+		v.add("limits.auth_fail_max_delay", "must be at least limits.auth_fail_delay (%s), got %s",
+			l.AuthFailDelay, l.AuthFailMaxDelay)
+	}
 
 	v.intRange("keepalive.max", c.KeepAlive.Max, 0, maxKeepAlive)
 
@@ -67,6 +91,20 @@ func (c *Config) validate() []error {
 	if c.Session.Expiry < 0 {
 		v.add("session.expiry", "must be 0s (never) or more, got %s", c.Session.Expiry)
 	}
+
+	st := c.Store
+	v.oneOf("store.backend", st.Backend, storeBackends)
+	if st.Dir == "" && st.Backend != "memory" {
+		v.add("store.dir", "must not be empty (it is only optional with backend \"memory\")")
+	}
+	v.oneOf("store.fsync", st.Fsync, fsyncPolicies)
+	v.durationRange("store.fsync_interval", st.FsyncInterval, minFsyncInterval, maxFsyncInterval)
+	v.oneOf("store.on_corrupt", st.OnCorrupt, corruptActions)
+
+	if c.Auth.CacheTTL < 0 {
+		v.add("auth.cache_ttl", "must be 0s (no cache) or more, got %s", c.Auth.CacheTTL)
+	}
+	v.loginPossible(c)
 
 	v.oneOf("log.level", c.Log.Level, logLevels)
 	v.oneOf("log.format", c.Log.Format, logFormats)
@@ -110,6 +148,15 @@ func (v *validator) durationRange(path string, got, lo, hi Duration) {
 	}
 }
 
+// rate checks a rate per second, where 0 means unlimited. The comparison is
+// written so that NaN fails it, and TOML's inf is refused too: "no limit"
+// has one spelling, 0.
+func (v *validator) rate(path string, got float64) {
+	if !(got >= 0) || math.IsInf(got, 0) {
+		v.add(path, "must be a number of connections per second, 0 (no limit) or more, got %v", got)
+	}
+}
+
 func (v *validator) oneOf(path, got string, allowed []string) {
 	for _, a := range allowed {
 		if got == a {
@@ -141,20 +188,96 @@ func (v *validator) listeners(ls []Listener) {
 
 		v.oneOf(path("type"), l.Type, listenerTypes)
 
-		addr, ok := v.address(path("address"), l.Address)
-		if !ok {
+		if addr, ok := v.address(path("address"), l.Address); ok {
+			switch prev, dup := addrs[addr]; {
+			case strings.HasSuffix(addr, ":0"):
+				// Port 0 picks a free port at listen time, so two such
+				// listeners on one host do not collide.
+			case dup:
+				// tcp and tls listeners both bind a TCP port, so the check
+				// spans types.
+				v.add(path("address"), "duplicate address %q, also used by listener[%d]", l.Address, prev)
+			default:
+				addrs[addr] = i
+			}
+		}
+
+		if l.Type == "tls" {
+			v.tls(path, l)
+		} else {
+			v.notTLS(path, l)
+		}
+	}
+}
+
+// tls checks the TLS keys of a "tls" listener.
+func (v *validator) tls(path func(string) string, l Listener) {
+	if l.CertFile == "" {
+		v.add(path("cert_file"), "is required for a tls listener (PEM certificate chain)")
+	}
+	if l.KeyFile == "" {
+		v.add(path("key_file"), "is required for a tls listener (PEM private key)")
+	}
+	auth := cmp.Or(l.ClientAuth, defaultClientAuth)
+	switch {
+	case l.CAFile == "" && (auth == "optional" || auth == "required"):
+		v.add(path("ca_file"), "is required when client_auth is %q (the CAs that client certificates must chain to)", auth)
+	case l.CAFile != "" && auth == "none":
+		// Go's TLS would load the bundle and never use it: reject the
+		// mismatch instead of letting the operator believe clients are
+		// verified.
+		v.add(path("ca_file"), "is set but client_auth is \"none\", so no client certificate is verified; set client_auth to \"optional\" or \"required\", or remove ca_file")
+	}
+	v.oneOf(path("client_auth"), auth, clientAuths)
+	if l.IdentityFrom != "" {
+		v.oneOf(path("identity_from"), l.IdentityFrom, identitySource)
+		if auth == "none" {
+			v.add(path("identity_from"), "needs client_auth \"optional\" or \"required\": with \"none\" there is no client certificate")
+		}
+	}
+	v.oneOf(path("min_tls_version"), cmp.Or(l.MinTLSVersion, defaultMinTLSVersion), tlsVersions)
+}
+
+// notTLS reports the TLS keys a listener of another type sets: they would
+// be ignored, and a certificate that is silently ignored leaves plain text
+// where the operator expected encryption.
+func (v *validator) notTLS(path func(string) string, l Listener) {
+	set := func(key string, isSet bool) {
+		if isSet {
+			v.add(path(key), "only applies to type \"tls\", not %q", l.Type)
+		}
+	}
+	set("cert_file", l.CertFile != "")
+	set("key_file", l.KeyFile != "")
+	set("ca_file", l.CAFile != "")
+	set("client_auth", l.ClientAuth != "" && l.ClientAuth != defaultClientAuth)
+	set("identity_from", l.IdentityFrom != "")
+	set("min_tls_version", l.MinTLSVersion != "" && l.MinTLSVersion != defaultMinTLSVersion)
+}
+
+// loginPossible reports each listener on which no client could ever log
+// in: anonymous access is off, there is no password file, and no client
+// certificate gives an identity. Such a listener is surely a mistake, found
+// more easily at startup than by clients that are all refused.
+func (v *validator) loginPossible(c *Config) {
+	if c.Auth.PasswordFile != "" {
+		return
+	}
+	var names []string
+	for i, l := range c.Listeners {
+		if c.AnonymousAllowed(l) || l.IdentityFrom != "" {
 			continue
 		}
-		// Port 0 picks a free port at listen time, so two such listeners on
-		// one host do not collide.
-		if strings.HasSuffix(addr, ":0") {
+		if l.AllowAnonymous != nil {
+			v.add(fmt.Sprintf("listener[%d].allow_anonymous", i),
+				"is false but auth.password_file is empty and identity_from is not set, so no client can log in on this listener")
 			continue
 		}
-		if prev, dup := addrs[addr]; dup {
-			v.add(path("address"), "duplicate address %q, also used by listener[%d]", l.Address, prev)
-			continue
-		}
-		addrs[addr] = i
+		names = append(names, strconv.Quote(l.Name))
+	}
+	if len(names) > 0 {
+		v.add("auth.allow_anonymous", "is false but auth.password_file is empty, so no client can log in on listener %s (set identity_from to use client certificates)",
+			strings.Join(names, ", "))
 	}
 }
 
