@@ -3,6 +3,7 @@ package packet
 import (
 	"errors"
 	"io"
+	"os"
 )
 
 const (
@@ -42,7 +43,8 @@ func NewReader(r io.Reader, maxPacketSize int) *Reader {
 // At a clean end of stream it returns io.EOF; when the stream ends inside a
 // packet, io.ErrUnexpectedEOF. Other errors are those of Frame, Decode and
 // the underlying reader. After a decode error the bad packet has been
-// consumed; after any other error the Reader keeps failing.
+// consumed; after a read deadline passed (os.ErrDeadlineExceeded) the caller
+// may read again; after any other error the Reader keeps failing.
 func (r *Reader) ReadPacket(version byte) (Packet, error) {
 	for {
 		h, body, n, err := Frame(r.buf[r.start:r.end], r.max)
@@ -64,7 +66,11 @@ func (r *Reader) ReadPacket(version byte) (Packet, error) {
 			if r.err == io.EOF && r.end > r.start {
 				return nil, io.ErrUnexpectedEOF
 			}
-			return nil, r.err
+			err := r.err
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				r.err = nil // a read deadline passing is not the end: the caller may read again
+			}
+			return nil, err
 		}
 		r.fill()
 	}

@@ -33,6 +33,13 @@ type Message struct {
 	Payload []byte     // the application message
 	QoS     packet.QoS // the QoS it was published with
 	Retain  bool       // the retain flag it was published with (set on retained messages)
+
+	// StoreID and StoreRefs belong to the broker's store, which keeps one copy of a message for
+	// every persistent session it is queued or in flight to: the stored message's id (0 until
+	// first stored) and the number of stored outbound records that refer to it. They are guarded
+	// by the store log's lock, not by the session's owner.
+	StoreID   uint64
+	StoreRefs int32
 }
 
 // NewMessage copies topic and payload into a new Message.
@@ -60,6 +67,7 @@ type Inflight struct {
 	Attempts uint8      // how many times it was re-sent on timeout (for the backoff)
 	Msg      *Message   // the message; nil once PUBREC arrived (only the PUBREL flow remains)
 	SentAt   int64      // when it (or its PUBREL) was last sent, in the caller's clock
+	Seq      uint64     // its place in the session's order of delivery (see Session.LastSeq)
 }
 
 // Session is the state of one client session.
@@ -74,7 +82,8 @@ type Session struct {
 	Will *Message
 
 	lastID uint16
-	st     *flow // QoS 1/2 state; nil while there is none, so a quiet session stays small
+	seq    uint64 // the last sequence number given to a queued or sent message
+	st     *flow  // QoS 1/2 state; nil while there is none, so a quiet session stays small
 }
 
 // flow is the QoS 1/2 state of a session, allocated when first needed and released when empty.
@@ -142,6 +151,15 @@ func (s *Session) Unsubscribe(filter string) (removed bool) {
 // Send returns ErrWindowFull; when all identifiers are in use it returns ErrNoPacketID. In both
 // cases it records nothing.
 func (s *Session) Send(msg *Message, qos packet.QoS, window int, now int64) (*Inflight, error) {
+	f, err := s.send(msg, qos, window, now, s.seq+1)
+	if err == nil {
+		s.seq++
+	}
+	return f, err
+}
+
+// send is Send with the message's sequence number given.
+func (s *Session) send(msg *Message, qos packet.QoS, window int, now int64, seq uint64) (*Inflight, error) {
 	st := s.wr()
 	if window > 0 && len(st.inflight) >= window {
 		return nil, ErrWindowFull
@@ -167,7 +185,7 @@ func (s *Session) Send(msg *Message, qos packet.QoS, window int, now int64) (*In
 	if qos == packet.QoS2 {
 		state = AwaitPubrec
 	}
-	f := &Inflight{PacketID: id, Msg: msg, QoS: qos, State: state, SentAt: now}
+	f := &Inflight{PacketID: id, Msg: msg, QoS: qos, State: state, SentAt: now, Seq: seq}
 	st.inflight[id] = f
 	st.order = append(st.order, id)
 	return f, nil
@@ -244,6 +262,7 @@ func (s *Session) Inflight() []*Inflight {
 type Queued struct {
 	Msg *Message   // the message
 	QoS packet.QoS // the QoS it will be delivered at
+	Seq uint64     // its place in the session's order of delivery (see Session.LastSeq)
 }
 
 func queuedSize(m *Message) int { return len(m.Topic) + len(m.Payload) }
@@ -259,7 +278,8 @@ func (s *Session) Queue(msg *Message, qos packet.QoS, maxMsgs, maxBytes int) boo
 		return false
 	}
 	st = s.wr()
-	st.queue = append(st.queue, Queued{Msg: msg, QoS: qos})
+	s.seq++
+	st.queue = append(st.queue, Queued{Msg: msg, QoS: qos, Seq: s.seq})
 	st.queueBytes += n
 	return true
 }
@@ -281,7 +301,7 @@ func (s *Session) Dequeue(window int, now int64) (q Queued, f *Inflight, ok bool
 	q = st.queue[0]
 	if q.QoS > packet.QoS0 {
 		var err error
-		if f, err = s.Send(q.Msg, q.QoS, window, now); err != nil {
+		if f, err = s.send(q.Msg, q.QoS, window, now, q.Seq); err != nil {
 			return Queued{}, nil, false
 		}
 	}
@@ -349,3 +369,48 @@ func (s *Session) Pubrel(id uint16) (known bool) {
 
 // AwaitingRelLen returns the number of inbound QoS 2 identifiers awaiting PUBREL.
 func (s *Session) AwaitingRelLen() int { return len(s.rd().awaitingRel) }
+
+// LastSeq returns the sequence number given to the message most recently accepted by Send or
+// Queue. Sequence numbers count up from 1 in the order messages were queued or sent, and a
+// message keeps its number when it moves from the queue into flight, so a store can keep a
+// session's messages in order ([MQTT-4.6.0-5]).
+func (s *Session) LastSeq() uint64 { return s.seq }
+
+// Get returns the message in flight with packet identifier id, or nil.
+func (s *Session) Get(id uint16) *Inflight { return s.rd().inflight[id] }
+
+// Each calls fn for every message the session holds, in flight (until PUBREC) or queued.
+func (s *Session) Each(fn func(*Message)) {
+	st := s.rd()
+	for _, id := range st.order {
+		if m := st.inflight[id].Msg; m != nil {
+			fn(m)
+		}
+	}
+	for _, q := range st.queue {
+		fn(q.Msg)
+	}
+}
+
+// Restore puts back what a store recorded of the session, in the order of its sequence
+// numbers: f in flight (f.PacketID and f.State as they were, f.Msg nil in AwaitPubcomp), or q
+// queued when f is nil. Restoring an identifier that is already in flight replaces it. Later
+// messages get sequence numbers above the largest restored one.
+func (s *Session) Restore(f *Inflight, q *Queued) {
+	st := s.wr()
+	if f != nil {
+		if st.inflight == nil {
+			st.inflight = make(map[uint16]*Inflight)
+		}
+		if _, dup := st.inflight[f.PacketID]; !dup {
+			st.order = append(st.order, f.PacketID)
+		}
+		st.inflight[f.PacketID] = f
+		s.lastID = max(s.lastID, f.PacketID)
+		s.seq = max(s.seq, f.Seq)
+		return
+	}
+	st.queue = append(st.queue, *q)
+	st.queueBytes += queuedSize(q.Msg)
+	s.seq = max(s.seq, q.Seq)
+}

@@ -282,3 +282,55 @@ func TestOldestSentBefore(t *testing.T) {
 		t.Fatal("oldest is now the one sent at 50")
 	}
 }
+
+func TestSequenceAndRestore(t *testing.T) {
+	s := New("c", false)
+	m1, m2, m3 := &Message{Topic: "a"}, &Message{Topic: "b"}, &Message{Topic: "c"}
+	f1, err := s.Send(m1, packet.QoS1, 0, 0)
+	if err != nil || f1.Seq != 1 || s.LastSeq() != 1 {
+		t.Fatalf("Send: %+v %v, LastSeq %d", f1, err, s.LastSeq())
+	}
+	if !s.Queue(m2, packet.QoS2, 10, 0) || s.LastSeq() != 2 {
+		t.Fatalf("Queue: LastSeq %d", s.LastSeq())
+	}
+	if _, err := s.Send(m3, packet.QoS1, 1, 0); err != ErrWindowFull || s.LastSeq() != 2 {
+		t.Fatalf("a refused Send used a sequence number: %v, %d", err, s.LastSeq())
+	}
+	// A queued message keeps its number when it moves into flight.
+	s.Puback(f1.PacketID)
+	_, f2, ok := s.Dequeue(0, 0)
+	if !ok || f2.Seq != 2 || s.Get(f2.PacketID) != f2 || s.Get(999) != nil {
+		t.Fatalf("Dequeue: %+v %v", f2, ok)
+	}
+	s.Queue(m3, packet.QoS1, 10, 0)
+	var seen []string
+	s.Each(func(m *Message) { seen = append(seen, m.Topic) })
+	if len(seen) != 2 || seen[0] != "b" || seen[1] != "c" {
+		t.Fatalf("Each saw %v", seen)
+	}
+	s.Pubrec(f2.PacketID, 0) // its message is no longer held
+	seen = nil
+	s.Each(func(m *Message) { seen = append(seen, m.Topic) })
+	if len(seen) != 1 || seen[0] != "c" {
+		t.Fatalf("Each after PUBREC saw %v", seen)
+	}
+
+	// Restore rebuilds the same state in a new session, in sequence order.
+	r := New("c", false)
+	r.Restore(&Inflight{PacketID: 7, QoS: packet.QoS2, State: AwaitPubcomp, Seq: 2}, nil)
+	r.Restore(&Inflight{PacketID: 7, QoS: packet.QoS2, State: AwaitPubcomp, Seq: 2}, nil) // again: replaced, not doubled
+	r.Restore(nil, &Queued{Msg: m3, QoS: packet.QoS1, Seq: 5})
+	if r.InflightLen() != 1 || r.QueueLen() != 1 || r.QueueBytes() != 1 || r.LastSeq() != 5 {
+		t.Fatalf("restored: inflight %d queue %d bytes %d seq %d", r.InflightLen(), r.QueueLen(), r.QueueBytes(), r.LastSeq())
+	}
+	if err := r.Pubcomp(7); err != nil {
+		t.Fatalf("Pubcomp of a restored id: %v", err)
+	}
+	q, f, ok := r.Dequeue(0, 0)
+	if !ok || q.Seq != 5 || f.Seq != 5 || f.PacketID != 8 {
+		t.Fatalf("dequeued after restore: %+v %+v (ids continue after the restored ones)", q, f)
+	}
+	if !r.Queue(m1, packet.QoS1, 10, 0) || r.LastSeq() != 6 {
+		t.Fatalf("next sequence after restore %d, want 6", r.LastSeq())
+	}
+}
