@@ -11,15 +11,20 @@ import (
 func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/iotd/iotd/internal/"
 	allowed := map[string][]string{
-		"packet":   {},
-		"topic":    {},
-		"config":   {},
-		"auth":     {},
-		"session":  {"packet"},
-		"broker":   {"auth", "packet", "session", "topic"},
-		"server":   {"auth", "broker", "packet", "session", "topic"},
-		"iotdtest": {"auth", "broker", "packet", "server", "session", "topic"},
-		"bench":    {"packet", "topic"},
+		"packet":       {},
+		"topic":        {},
+		"config":       {},
+		"auth":         {},
+		"session":      {"packet"},
+		"store":        {"packet"},
+		"store/pebble": {"packet", "store"},
+		"store/sqlite": {"packet", "store"},
+		"tlsconf":      {},
+		"limit":        {},
+		"broker":       {"auth", "packet", "session", "store", "topic"},
+		"server":       {"auth", "broker", "limit", "packet", "session", "store", "tlsconf", "topic"},
+		"iotdtest":     {"auth", "broker", "limit", "packet", "server", "session", "store", "tlsconf", "topic"},
+		"bench":        {"packet", "topic"},
 	}
 	for pkg, ok := range allowed {
 		out, err := exec.Command("go", "list", "-deps", "./"+pkg).CombinedOutput()

@@ -25,6 +25,7 @@ import (
 	"github.com/iotd/iotd/internal/auth"
 	"github.com/iotd/iotd/internal/packet"
 	"github.com/iotd/iotd/internal/session"
+	"github.com/iotd/iotd/internal/store"
 	"github.com/iotd/iotd/internal/topic"
 )
 
@@ -94,6 +95,9 @@ type Options struct {
 	// subscriptions and queued messages, so that abandoned sessions cannot grow memory without
 	// bound. 0 means sessions never expire.
 	SessionExpiry time.Duration
+	// Store, when set, receives every change to persistent sessions and retained messages (see
+	// Restore for the way back). nil keeps everything in memory only. The caller opens and closes it.
+	Store *store.Log
 	// Logger receives the broker's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -114,6 +118,7 @@ type Broker struct {
 	resumeAt  int // queue length at which they are resumed
 	window    int
 	start     time.Time // origin of now()
+	store     *store.Log
 
 	mu      sync.Mutex           // guards clients and offline
 	clients map[string]*Client   // keyed "__client_" + client id
@@ -121,6 +126,9 @@ type Broker struct {
 
 	subs     *topic.Tree[*Client]
 	retained *topic.Retained[*session.Message]
+	// retainMu makes a retained change and its store record one step, so that the store keeps
+	// the last of two concurrent publishes to a topic, as the index does.
+	retainMu sync.Mutex
 
 	stats struct {
 		received, delivered, dropped, retainRefused, expired, retried atomic.Uint64
@@ -194,6 +202,7 @@ func (b *Broker) housekeep(now int64, bt *Batch) {
 				if b.clients[cl.key] == cl {
 					delete(b.clients, cl.key)
 				}
+				b.forgetLocked(cl.sess)
 				expired = append(expired, gone{cl, cl.sess.Subscriptions, time.Duration(now - cl.offlineSince)})
 				cl.sess.Subscriptions = nil
 			}
@@ -274,6 +283,7 @@ func New(opts Options) *Broker {
 		resumeAt:  maxQueued / 4,
 		window:    min(opts.MaxInflight, 65535),
 		start:     time.Now(),
+		store:     opts.Store,
 		offline:   make(map[*Client]struct{}),
 		clients:   make(map[string]*Client),
 		subs:      topic.NewTree[*Client](),
@@ -451,6 +461,7 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 		// [MQTT-3.1.2-6] a clean session discards the previous one; so does resuming a session that
 		// was itself clean, since it ended with its connection ([MQTT-3.1.2-4]).
 		dropped = cl.sess.Subscriptions
+		b.forgetLocked(cl.sess)
 		cl.sess = session.New(clientID, c.CleanSession)
 	default:
 		present = true // [MQTT-3.2.2-2]
@@ -459,6 +470,7 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 	cl.conn = r.Conn
 	delete(b.offline, cl)
 	cl.user = id.Username
+	b.persistSessionLocked(cl, 0) // before the CONNACK: a persistent session exists once acknowledged
 	var resend []*session.Inflight
 	if present {
 		resend = cl.sess.Inflight()
@@ -513,6 +525,7 @@ func (b *Broker) Disconnect(cl *Client, conn Outbound, graceful bool) {
 	} else {
 		cl.offlineSince = b.now()
 		b.offline[cl] = struct{}{}
+		b.persistSessionLocked(cl, time.Now().UnixNano()) // no will any more: it is published or discarded below
 	}
 	cl.mu.Unlock()
 	b.mu.Unlock()
@@ -627,6 +640,7 @@ func (b *Broker) mayRead(cl *Client, name []byte) bool {
 func (b *Broker) deliverLocked(cl *Client, bt *Batch, m *session.Message, qos packet.QoS) {
 	if cl.conn != nil && cl.sess.QueueLen() == 0 {
 		if f, err := cl.sess.Send(m, qos, b.window, b.now()); err == nil {
+			b.persistSentLocked(cl, f, true)
 			b.sendInflightLocked(cl, bt, f, false)
 			return
 		}
@@ -649,6 +663,7 @@ func (b *Broker) queueLocked(cl *Client, bt *Batch, m *session.Message, qos pack
 		b.warnDrop(cl, n)
 		return
 	}
+	b.persistQueuedLocked(cl, m, qos, cl.sess.LastSeq())
 	if cl.conn != nil && b.pauseAt > 0 && cl.sess.QueueLen() >= b.pauseAt && !cl.sess.OldestSentBefore(b.now()-stuckAfter) {
 		if n := len(bt.congested); n == 0 || bt.congested[n-1] != cl {
 			bt.congested = append(bt.congested, cl)
@@ -665,9 +680,11 @@ func (b *Broker) drainLocked(cl *Client, bt *Batch) {
 			break
 		}
 		if f != nil {
+			b.persistSentLocked(cl, f, false)
 			b.sendInflightLocked(cl, bt, f, false)
 			continue
 		}
+		b.persistDoneLocked(cl, q.Seq, q.Msg)
 		p := packet.Publish{Retain: q.Msg.Retain, Topic: []byte(q.Msg.Topic)}
 		bt.buf = packet.AppendPublishHeader(bt.buf[:0], &p, len(q.Msg.Payload))
 		bt.buf = append(bt.buf, q.Msg.Payload...)
@@ -717,7 +734,11 @@ func (b *Broker) enqueueLocked(cl *Client, bt *Batch, enc []byte, droppable bool
 func (b *Broker) retain(p *packet.Publish) *session.Message {
 	name := string(p.Topic)
 	if len(p.Payload) == 0 {
-		b.retained.Delete(name) // [MQTT-3.3.1-10], [MQTT-3.3.1-11]
+		b.retainMu.Lock()
+		if b.retained.Delete(name) { // [MQTT-3.3.1-10], [MQTT-3.3.1-11]
+			b.persistRetained(name, nil)
+		}
+		b.retainMu.Unlock()
 		return nil
 	}
 	if max := b.opts.MaxRetainedPayload; max > 0 && len(p.Payload) > max {
@@ -733,7 +754,10 @@ func (b *Broker) retain(p *packet.Publish) *session.Message {
 		}
 	}
 	m := &session.Message{Topic: name, Payload: append([]byte(nil), p.Payload...), QoS: p.QoS, Retain: true}
+	b.retainMu.Lock()
 	b.retained.Set(name, m)
+	b.persistRetained(name, m)
+	b.retainMu.Unlock()
 	return m
 }
 
@@ -761,6 +785,7 @@ func (b *Broker) Subscribe(cl *Client, s *packet.Subscribe, bt *Batch) error {
 		codes[i] = byte(sub.QoS)
 		cl.sess.Subscribe(sub.Filter, sub.QoS)
 		b.subs.Subscribe(sub.Filter, cl, byte(sub.QoS))
+		b.persistSubLocked(cl, sub.Filter, sub.QoS, true)
 	}
 	// [MQTT-3.8.4-1], [MQTT-3.8.4-2], [MQTT-3.8.4-5]: one SUBACK, same packet id, a code per filter.
 	bt.buf = (&packet.Suback{PacketID: s.PacketID, ReturnCodes: codes}).Append(bt.buf[:0])
@@ -803,6 +828,7 @@ func (b *Broker) Unsubscribe(cl *Client, u *packet.Unsubscribe, bt *Batch) error
 		// [MQTT-3.10.4-1]: compared character by character; [MQTT-3.10.4-2]: no new deliveries.
 		if cl.sess.Unsubscribe(f) {
 			b.subs.Unsubscribe(f, cl)
+			b.persistSubLocked(cl, f, 0, false)
 		}
 	}
 	bt.buf = (&packet.Unsuback{PacketID: u.PacketID}).Append(bt.buf[:0])
@@ -816,13 +842,19 @@ func (b *Broker) Unsubscribe(cl *Client, u *packet.Unsubscribe, bt *Batch) error
 func (b *Broker) ReceiveQoS2(cl *Client, id uint16) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	return cl.sess.ReceiveQoS2(id)
+	if !cl.sess.ReceiveQoS2(id) {
+		return false
+	}
+	b.persistInboundLocked(cl, id, true)
+	return true
 }
 
 // Pubrel releases an inbound QoS 2 packet id of cl; the server answers PUBCOMP.
 func (b *Broker) Pubrel(cl *Client, id uint16) {
 	cl.mu.Lock()
-	cl.sess.Pubrel(id)
+	if cl.sess.Pubrel(id) {
+		b.persistInboundLocked(cl, id, false)
+	}
 	cl.mu.Unlock()
 }
 
@@ -832,16 +864,27 @@ func (b *Broker) Ack(cl *Client, t packet.Type, id uint16, bt *Batch) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	var err error
+	f := cl.sess.Get(id)
+	var m *session.Message
+	if f != nil {
+		m = f.Msg
+	}
 	switch t {
 	case packet.TypePuback:
-		err = cl.sess.Puback(id)
+		if err = cl.sess.Puback(id); err == nil {
+			b.persistDoneLocked(cl, f.Seq, m)
+		}
 	case packet.TypePubrec:
 		if err = cl.sess.Pubrec(id, b.now()); err == nil {
+			// Stored before PUBREL goes out: after a restart PUBREL, not the PUBLISH, is re-sent.
+			b.persistPubrecLocked(cl, f, m)
 			bt.buf = (&packet.Pubrel{PacketID: id}).Append(bt.buf[:0])
 			b.enqueueLocked(cl, bt, bt.buf, false)
 		}
 	case packet.TypePubcomp:
-		err = cl.sess.Pubcomp(id)
+		if err = cl.sess.Pubcomp(id); err == nil {
+			b.persistDoneLocked(cl, f.Seq, nil)
+		}
 	}
 	if err == nil && t != packet.TypePubrec {
 		b.drainLocked(cl, bt) // a packet id became free

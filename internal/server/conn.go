@@ -80,14 +80,16 @@ type conn struct {
 	timeout    atomic.Int32 // ms; 0 = none (1.5 x 65,535 s fits)
 	wslot      int32        // guarded by wheel.mu; -1 when not in the wheel
 
-	fd  int32
-	gen uint32 // tells this connection from a later one that reuses its fd number
+	fd   int32
+	gen  uint32 // tells this connection from a later one that reuses its fd number
+	gate uint64 // guarded by mu: store sequence number the pending output waits for (see Durability)
 
 	busy      bool // guarded by mu: an event loop is handling this connection; it re-arms the fd when done
 	closed    bool // guarded by mu: the fd is closed
 	scheduled bool // guarded by mu: in some Batch awaiting Flush
 	wantOut   bool // guarded by mu: pending output waits for EPOLLOUT
 	paused    bool // guarded by mu: reading is paused (throttled publisher)
+	gated     bool // guarded by mu: in the server's list of connections waiting for the store
 	graceful  bool // owner: DISCONNECT received
 	version   byte // owner: protocol level from CONNECT
 }
@@ -158,6 +160,10 @@ func (c *conn) Enqueue(b []byte, droppable bool) (ok, schedule bool) {
 		c.out, c.outOff = c.out[:n], 0
 	}
 	c.out = append(c.out, b...)
+	if d := c.loop.srv.dur; d != nil && !droppable {
+		// A QoS 0 delivery carries no stored state; everything else may report some.
+		c.gate = d.Written()
+	}
 	if c.scheduled {
 		return true, false
 	}
@@ -184,8 +190,12 @@ func (c *conn) Flush() {
 	}
 }
 
-// writeLocked writes pending output until done or EAGAIN, then arms EPOLLOUT if needed.
+// writeLocked writes pending output until done or EAGAIN, then arms EPOLLOUT if needed. Output
+// that waits for the store is left for Server.released.
 func (c *conn) writeLocked() error {
+	if c.heldLocked() {
+		return nil
+	}
 	for c.outOff < len(c.out) {
 		n, err := unix.Write(int(c.fd), c.out[c.outOff:])
 		if n > 0 {
@@ -213,6 +223,23 @@ func (c *conn) writeLocked() error {
 	}
 	c.wantOut = false
 	return nil
+}
+
+// heldLocked reports whether the pending output waits for the store, and if so queues c to be
+// flushed when it is durable.
+func (c *conn) heldLocked() bool {
+	d := c.loop.srv.dur
+	if d == nil || c.outOff == len(c.out) || c.gate <= d.Durable() {
+		return false
+	}
+	c.loop.srv.gateLocked(c)
+	if c.gate <= d.Durable() {
+		// The store got there while c was being listed, possibly just after Server.released took
+		// the list: write now rather than wait for a later advance that may never come.
+		return false
+	}
+	c.wantOut = false // Server.released flushes it; waiting for EPOLLOUT would spin
+	return true
 }
 
 // Resume implements broker.Outbound: reading starts again after a throttle.
@@ -262,8 +289,8 @@ func (c *conn) finalizeIfIdleLocked() bool {
 		return false
 	}
 	// Best effort: a refusing CONNACK or the output queued before the close goes out if the socket
-	// takes it now.
-	for c.outOff < len(c.out) {
+	// takes it now, unless it waits for the store (then it is not sent: the client will retry).
+	for d := c.loop.srv.dur; c.outOff < len(c.out) && (d == nil || c.gate <= d.Durable()); {
 		n, err := unix.Write(int(c.fd), c.out[c.outOff:])
 		if err != nil || n <= 0 {
 			break

@@ -57,6 +57,9 @@ type Options struct {
 	Workers int
 	// Tick is the resolution of the keep-alive timer wheel (default 250 ms).
 	Tick time.Duration
+	// Durability, when set, holds back output that depends on stored state until the store has
+	// made that state durable (see Durability). nil sends everything at once.
+	Durability Durability
 	// Logger receives the server's log lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -80,6 +83,20 @@ func (o *Options) setDefaults() {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+}
+
+// Durability is the view the server has of the broker's store log (*store.Log implements it).
+// Changes are appended to the log before the packets that depend on them are queued; each
+// appended group has a sequence number. A connection notes Written when such a packet is queued,
+// and its output is written only once Durable has reached that number: a PUBACK, PUBREC, PUBCOMP,
+// SUBACK, CONNACK or PUBLISH is never seen by a client before the state it reports is stored.
+type Durability interface {
+	// Written returns the sequence number of the last appended group.
+	Written() uint64
+	// Durable returns the sequence number of the last durable group.
+	Durable() uint64
+	// OnDurable registers fn, called whenever Durable advances.
+	OnDurable(fn func(durable uint64))
 }
 
 // Server serves MQTT connections for one broker. Create it with New, call Serve for each listener
@@ -109,6 +126,10 @@ type Server struct {
 	pmu    sync.Mutex
 	paused map[*conn]int64 // guarded by pmu: throttled connections and when (wheel ms) they paused
 
+	dur   Durability
+	gmu   sync.Mutex
+	gated []*conn // guarded by gmu: connections whose output waits for the store
+
 	wg       sync.WaitGroup // loops, wheel
 	acceptWG sync.WaitGroup // Serve calls
 	lastWarn atomic.Int64   // unix ms of the last rate-limited warning
@@ -117,7 +138,10 @@ type Server struct {
 // New creates a server for b and starts its event loops and timer wheel; Shutdown stops them.
 func New(b *broker.Broker, opts Options) (*Server, error) {
 	opts.setDefaults()
-	s := &Server{opts: opts, broker: b, log: opts.Logger, listeners: make(map[net.Listener]struct{})}
+	s := &Server{opts: opts, broker: b, log: opts.Logger, listeners: make(map[net.Listener]struct{}), dur: opts.Durability}
+	if s.dur != nil {
+		s.dur.OnDurable(s.released)
+	}
 	s.baseCtx, s.cancel = context.WithCancel(context.Background())
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
@@ -570,4 +594,31 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	return err
+}
+
+// gate queues c to be flushed once the store is durable up to c.gate. c.mu is held.
+func (s *Server) gateLocked(c *conn) {
+	if c.gated {
+		return
+	}
+	c.gated = true
+	s.gmu.Lock()
+	s.gated = append(s.gated, c)
+	s.gmu.Unlock()
+}
+
+// released flushes the connections whose output waited for the store; it runs on the store's
+// committer goroutine each time the store's durable sequence number advances.
+func (s *Server) released(durable uint64) {
+	s.gmu.Lock()
+	list := s.gated
+	s.gated = nil
+	s.gmu.Unlock()
+	for i, c := range list {
+		c.mu.Lock()
+		c.gated = false
+		c.mu.Unlock()
+		c.Flush() // re-gates itself if more output arrived for a later group
+		list[i] = nil
+	}
 }
