@@ -86,7 +86,7 @@ type Log struct {
 	written   atomic.Uint64
 	durable   atomic.Uint64
 	committed atomic.Uint64 // the last group handed to the backend
-	failing atomic.Bool // the last commit failed; it is being retried
+	failing   atomic.Bool   // the last commit failed; it is being retried
 
 	wake chan struct{} // a group is waiting (capacity 1)
 	quit chan struct{} // closed by Close
