@@ -5,6 +5,33 @@
 // that file, HTTP or JWT backends can be added below this package without touching the broker. A nil
 // Authenticator or Authorizer in the broker's options means "allow everything", which is the default
 // until the security milestone configures users and ACLs.
+//
+// # File backend
+//
+// File reads Mosquitto's files, so that a deployment moves over with them unchanged: the password
+// file of mosquitto_passwd (and `iotd passwd`), "username:hash" lines with hashes in Mosquitto's $7$
+// (PBKDF2-HMAC-SHA512) or older $6$ (one salted SHA-512) format, and the acl_file, whose lines are
+//
+//	topic [read|write|readwrite|deny] FILTER    before any user line: clients without a username
+//	user USERNAME                               the topic lines below apply to this user
+//	pattern [read|write|readwrite|deny] FILTER  every client; %c is its client id, %u its username
+//
+// The access word defaults to readwrite; lines starting with '#' are comments.
+//
+// An access request is granted when some applicable rule grants it and no applicable deny rule
+// matches; a deny wins wherever it is in the file. Rules match topic names the MQTT way, except
+// that a rule starting with a wildcard never matches a topic starting with '$' ([MQTT-4.7.2-1]), so
+// $SYS is readable only through a rule that names it. A SUBSCRIBE filter is granted when the rule
+// covers all of it (`sensors/#` grants `sensors/+/t`, not `#`), and a deny rule refuses it only
+// when it covers all of it too; the broker also checks every delivery, so a wildcard subscription
+// never delivers a denied topic. A pattern does not apply to a client whose substituted client id
+// or username contains '/', '+' or '#' (it would reach other clients' topics); a deny pattern in
+// that case refuses the client everything. Without a username a client gets the rules before the
+// first user line and the patterns without %u. With no rule file there is no Authorizer and
+// everything is allowed; an empty rule file denies everything.
+//
+// Reload re-reads both files and keeps the old ones if either is malformed; the broker then asks
+// StillValid about its connected clients.
 package auth
 
 import (
@@ -35,6 +62,9 @@ type Credentials struct {
 	HasUsername bool   // the username flag of CONNECT
 	Password    []byte // the password; nil when HasPassword is false
 	HasPassword bool   // the password flag of CONNECT
+	// FromCertificate is true when Username is the identity of a TLS client certificate that the
+	// listener verified against its CA: the certificate is the credential, there may be no password.
+	FromCertificate bool
 }
 
 // Authenticator decides whether a CONNECT may proceed.

@@ -227,6 +227,8 @@ type Client struct {
 	sess *session.Session // guarded by mu
 	conn Outbound         // guarded by mu; nil while offline
 	user string           // guarded by mu: the username of the bound connection
+	// listener is the name of the listener the bound connection arrived on; guarded by mu.
+	listener string
 	// offlineSince is when the connection went away (broker clock); guarded by mu.
 	offlineSince int64
 	// waiters are throttled publishers' connections to resume once the queue drains; nil until
@@ -400,6 +402,9 @@ type ConnectRequest struct {
 	Conn       Outbound        // the connection it arrived on
 	Listener   string          // the listener's name, for the authenticator
 	RemoteAddr string          // the peer's address, for the authenticator
+	// CertIdentity is the identity of the client's verified TLS certificate when the listener
+	// takes identities from certificates; it then replaces the username of CONNECT.
+	CertIdentity string
 }
 
 // Connect authenticates a CONNECT and binds its connection to the session keyed by the client id,
@@ -422,9 +427,13 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 	// The session and the authorizer share the key's bytes rather than another copy of the id.
 	clientID = key[len(keyPrefix):]
 	id := auth.Client{ClientID: clientID, Username: c.Username}
+	hasUser := c.HasUsername
+	if r.CertIdentity != "" {
+		id.Username, hasUser = r.CertIdentity, true
+	}
 	if a := b.opts.Authenticator; a != nil {
 		err := a.Authenticate(ctx, &auth.Credentials{Client: id, Listener: r.Listener, RemoteAddr: r.RemoteAddr,
-			HasUsername: c.HasUsername, Password: c.Password, HasPassword: c.HasPassword})
+			HasUsername: hasUser, Password: c.Password, HasPassword: c.HasPassword, FromCertificate: r.CertIdentity != ""})
 		switch {
 		case err == nil:
 		case errors.Is(err, auth.ErrBadCredentials):
@@ -434,6 +443,13 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 		default:
 			b.log.Error("authentication failed", "client_id", clientID, "error", err)
 			return nil, packet.RefusedServerUnavailable
+		}
+	}
+	if w := c.Will; w != nil {
+		if az := b.opts.Authorizer; az != nil && !az.Authorize(&id, auth.Write, w.Topic) {
+			// As Mosquitto does: a client may not leave a will it could not publish itself.
+			b.log.Info("connect refused: will topic not writable", "client_id", clientID, "topic", w.Topic)
+			return nil, packet.RefusedNotAuthorized
 		}
 	}
 	var will *session.Message
@@ -470,6 +486,7 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 	cl.conn = r.Conn
 	delete(b.offline, cl)
 	cl.user = id.Username
+	cl.listener = r.Listener
 	b.persistSessionLocked(cl, 0) // before the CONNACK: a persistent session exists once acknowledged
 	var resend []*session.Inflight
 	if present {
@@ -892,4 +909,25 @@ func (b *Broker) Ack(cl *Client, t packet.Type, id uint16, bt *Batch) {
 	if err != nil {
 		b.log.Debug("acknowledgement ignored", "client_id", cl.sess.ClientID, "packet", t.String(), "packet_id", id, "reason", err)
 	}
+}
+
+// Revalidate asks still about every connected client, after users or rules were reloaded, and
+// closes the connections of those it rejects (their persistent sessions stay, as after any
+// disconnect). It returns how many were closed.
+func (b *Broker) Revalidate(still func(c auth.Client, listener string) bool, reason error) int {
+	var gone []Outbound
+	b.mu.Lock()
+	for _, cl := range b.clients {
+		cl.mu.Lock()
+		if cl.conn != nil && !still(cl.identity(), cl.listener) {
+			gone = append(gone, cl.conn)
+			b.log.Info("access revoked: disconnecting", "client_id", cl.ClientID(), "username", cl.user)
+		}
+		cl.mu.Unlock()
+	}
+	b.mu.Unlock()
+	for _, o := range gone {
+		o.Close(reason)
+	}
+	return len(gone)
 }

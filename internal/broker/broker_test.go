@@ -593,3 +593,31 @@ func TestThrottle(t *testing.T) {
 		}
 	})
 }
+
+func TestWillTopicMustBeWritable(t *testing.T) {
+	e := newEnv(t, Options{Authorizer: denyTopics{"write:will/secret": true}})
+	_, code := e.b.Connect(context.Background(), ConnectRequest{Connect: &packet.Connect{ClientID: "w", CleanSession: true,
+		Will: &packet.Will{Topic: "will/secret", Payload: []byte("x")}}, Conn: &fakeConn{}}, &e.bt)
+	if code != packet.RefusedNotAuthorized {
+		t.Fatalf("CONNECT with a will the client may not publish: %v, want not authorized", code)
+	}
+	e.connect("w2", true, &packet.Will{Topic: "will/open", Payload: []byte("x")})
+}
+
+func TestRevalidate(t *testing.T) {
+	var seen []string
+	e := newEnv(t, Options{Authenticator: authFunc(func(*auth.Credentials) error { return nil })})
+	a, ac, _ := e.connect("a", false, nil)
+	_, bc, _ := e.connect("b", true, nil)
+	n := e.b.Revalidate(func(c auth.Client, listener string) bool {
+		seen = append(seen, c.ClientID)
+		return c.ClientID != "a"
+	}, errors.New("revoked"))
+	if n != 1 || ac.closed == nil || bc.closed != nil || len(seen) != 2 {
+		t.Fatalf("closed %d (a: %v, b: %v), asked about %v", n, ac.closed, bc.closed, seen)
+	}
+	e.b.Disconnect(a, ac, false)
+	if n := e.b.Revalidate(func(auth.Client, string) bool { return false }, errors.New("x")); n != 1 {
+		t.Fatalf("offline sessions are not asked about: closed %d, want 1 (b)", n)
+	}
+}

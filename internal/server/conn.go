@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/iotd/iotd/internal/broker"
+	"github.com/iotd/iotd/internal/packet"
 )
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
@@ -58,6 +60,7 @@ func levelFor(reason error) slog.Level {
 type conn struct {
 	loop     *loop
 	listener *string // the listener's name
+	ident    *string // the identity of its TLS client certificate; nil when none
 	remote   netip.AddrPort
 	anon     [16]byte // provisional id until CONNECT is accepted: __anon_<uuid>
 
@@ -91,7 +94,7 @@ type conn struct {
 	paused    bool // guarded by mu: reading is paused (throttled publisher)
 	gated     bool // guarded by mu: in the server's list of connections waiting for the store
 	graceful  bool // owner: DISCONNECT received
-	version   byte // owner: protocol level from CONNECT
+	version   byte // owner: protocol level from CONNECT; versionRefusing while a refusal is delayed
 }
 
 // partial is an unfinished packet kept between reads. Fields are owned by the event loop that
@@ -257,6 +260,20 @@ func (c *conn) Resume() {
 		c.loop.srv.unpause(c)
 		c.loop.schedule(c)
 	}
+}
+
+// versionRefusing marks, in conn.version, a connection whose refusing CONNACK is delayed after a
+// failed login: what it sends meanwhile is ignored. (A flag of its own would push conn into the
+// next allocation size class, which every idle connection would pay for.)
+const versionRefusing = 0xFF
+
+// refuseLater answers a CONNECT whose login failed with the refusing CONNACK, after the source's
+// backoff delay, and closes ([MQTT-3.2.2-5]). It runs on a timer's goroutine.
+func (c *conn) refuseLater(code packet.ConnackCode) {
+	enc := (&packet.Connack{ReturnCode: code}).Append(nil)
+	c.Enqueue(enc, false)
+	c.Flush()
+	c.close(fmt.Errorf("%w: %s", errRefused, code))
 }
 
 // Close implements broker.Outbound.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/iotd/iotd/internal/broker"
 	"github.com/iotd/iotd/internal/packet"
@@ -20,6 +21,9 @@ func (l *loop) send(c *conn, enc []byte) {
 
 // dispatch handles one decoded packet from c. The body aliases the read buffer.
 func (l *loop) dispatch(c *conn, h packet.FixedHeader, body []byte) {
+	if c.version == versionRefusing {
+		return // the delayed refusal closes it; nothing it sends meanwhile counts
+	}
 	if c.client == nil {
 		l.connect(c, h, body)
 		return
@@ -160,9 +164,29 @@ func (l *loop) connect(c *conn, h packet.FixedHeader, body []byte) {
 			return
 		}
 	}
-	cl, code := l.srv.broker.Connect(l.srv.baseCtx, broker.ConnectRequest{
-		Connect: cp, Conn: c, Listener: *c.listener, RemoteAddr: c.remote.String(),
-	}, &l.batch)
+	req := broker.ConnectRequest{Connect: cp, Conn: c, Listener: *c.listener, RemoteAddr: c.remote.String()}
+	if c.ident != nil {
+		req.CertIdentity = *c.ident
+	}
+	cl, code := l.srv.broker.Connect(l.srv.baseCtx, req, &l.batch)
+	if lim := l.srv.opts.Limiter; lim != nil && c.remote.IsValid() {
+		switch code {
+		case packet.Accepted:
+			lim.Succeeded(c.remote.Addr())
+		case packet.RefusedBadUsernameOrPassword, packet.RefusedNotAuthorized:
+			// Growing delays after failed logins from one source slow down password guessing: the
+			// refusal is answered only after the source's current backoff.
+			now := time.Now()
+			delay := lim.LoginDelay(c.remote.Addr(), now)
+			lim.Failed(c.remote.Addr(), now)
+			if delay > 0 {
+				l.srv.log.Info("login failed: answer delayed", "remote", c.remote.String(), "delay", delay.String())
+				c.version = versionRefusing
+				time.AfterFunc(delay, func() { c.refuseLater(code) })
+				return
+			}
+		}
+	}
 	if code != packet.Accepted {
 		l.refuse(c, code, fmt.Errorf("%w: %s", errRefused, code))
 		return

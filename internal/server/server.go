@@ -33,6 +33,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/iotd/iotd/internal/broker"
+	"github.com/iotd/iotd/internal/limit"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown was called.
@@ -57,6 +58,9 @@ type Options struct {
 	Workers int
 	// Tick is the resolution of the keep-alive timer wheel (default 250 ms).
 	Tick time.Duration
+	// Limiter, when set, applies connection rate limits per source address and in total, and
+	// delays the answer to a failed login from a source by its growing backoff.
+	Limiter *limit.Limiter
 	// Durability, when set, holds back output that depends on stored state until the store has
 	// made that state durable (see Durability). nil sends everything at once.
 	Durability Durability
@@ -125,6 +129,10 @@ type Server struct {
 
 	pmu    sync.Mutex
 	paused map[*conn]int64 // guarded by pmu: throttled connections and when (wheel ms) they paused
+
+	identities  map[string]IdentityFunc // guarded by mu: listeners whose TLS certificates name the user
+	bridges     sync.WaitGroup          // bridged (TLS) connections' goroutines
+	rateLimited atomic.Uint64           // connections refused by the rate limits
 
 	dur   Durability
 	gmu   sync.Mutex
@@ -310,7 +318,7 @@ func (s *Server) acceptReady(ls *rawListener) {
 			// are small and latency matters more than segment count.
 			_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1) // best effort, as in net
 		}
-		s.acceptFD(fd, remote, ls.name)
+		s.acceptFD(fd, remote, ls.name, nil, false)
 	}
 }
 
@@ -394,7 +402,8 @@ func (s *Server) warnRateLimited(msg string, args ...any) {
 	s.log.Warn(msg, args...)
 }
 
-// accept turns a net.Conn from a listener without a descriptor of its own into a parked fd.
+// accept turns a net.Conn from a listener without a descriptor of its own into a parked fd, or
+// bridges it (TLS) when it has none.
 func (s *Server) accept(nc net.Conn, listener string) {
 	var remote netip.AddrPort
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
@@ -402,8 +411,7 @@ func (s *Server) accept(nc net.Conn, listener string) {
 	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
-		nc.Close()
-		s.log.Error("connection refused: transport does not expose a file descriptor", "listener", listener)
+		s.bridge(nc, remote, listener)
 		return
 	}
 	raw, err := sc.SyscallConn()
@@ -423,22 +431,39 @@ func (s *Server) accept(nc net.Conn, listener string) {
 		s.warnRateLimited("connection refused: dup failed", "listener", listener, "error", errors.Join(cerr, err))
 		return
 	}
-	s.acceptFD(fd, remote, listener)
+	s.acceptFD(fd, remote, listener, nil, false)
 }
 
-// acceptFD registers a new connection's non-blocking fd, or closes it when over a limit.
-func (s *Server) acceptFD(fd int, remote netip.AddrPort, listener string) {
+// allow applies the connection rate limits to a new connection from remote.
+func (s *Server) allow(remote netip.AddrPort, listener string) bool {
+	lim := s.opts.Limiter
+	if lim == nil || lim.Allow(remote.Addr(), time.Now()) {
+		return true
+	}
+	s.rateLimited.Add(1)
+	s.warnRateLimited("connection refused: connection rate limit", "listener", listener, "remote", remote.String())
+	return false
+}
+
+// acceptFD registers a new connection's non-blocking fd, or closes it when over a limit. ident is
+// the identity from its TLS certificate, if any; checked is true when the rate limits were applied
+// already (before a TLS handshake). It reports whether the connection was registered.
+func (s *Server) acceptFD(fd int, remote netip.AddrPort, listener string, ident *string, checked bool) bool {
 	if max := s.opts.MaxConnections; max > 0 && s.open.Load() >= int64(max) {
 		unix.Close(fd)
 		s.warnRateLimited("connection refused: max_connections reached", "listener", listener, "remote", remote.String(), "limit", max)
-		return
+		return false
 	}
 	if fd >= len(s.conns) {
 		unix.Close(fd)
 		s.warnRateLimited("connection refused: descriptor beyond the server's table", "fd", fd)
-		return
+		return false
 	}
-	c := &conn{fd: int32(fd), gen: s.gen.Add(1), listener: s.listenerName(listener), remote: remote}
+	if !checked && !s.allow(remote, listener) {
+		unix.Close(fd)
+		return false
+	}
+	c := &conn{fd: int32(fd), gen: s.gen.Add(1), listener: s.listenerName(listener), remote: remote, ident: ident}
 	c.anon = newAnonID()
 	c.loop = s.loops[int(s.next.Add(1))%len(s.loops)]
 	c.lastActive.Store(s.wheel.now())
@@ -449,11 +474,12 @@ func (s *Server) acceptFD(fd int, remote netip.AddrPort, listener string) {
 	if err := c.loop.register(c); err != nil {
 		s.log.Error("connection refused: epoll register", "error", err)
 		c.close(err)
-		return
+		return true // registered, and closed like any connection
 	}
 	if s.log.Enabled(s.baseCtx, slog.LevelDebug) { // the arguments cost allocations
 		s.log.Debug("connection accepted", "conn", c.provisionalID(), "listener", listener, "remote", remote.String())
 	}
+	return true
 }
 
 // listenerName returns the interned copy of name, so that connections share one string.
@@ -583,6 +609,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
+		s.bridges.Wait()
 		close(done)
 	}()
 	select {
