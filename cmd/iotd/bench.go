@@ -38,6 +38,7 @@ type benchFlags struct {
 	keepAlive        time.Duration
 	prefix           string
 	username, passwd string
+	persistent       bool
 	interval         time.Duration
 	workers          int
 	timeout          time.Duration
@@ -70,6 +71,7 @@ func (f *benchFlags) common(fs *flag.FlagSet, keepAlive time.Duration) {
 	fs.StringVar(&f.prefix, "prefix", "", "client id `prefix` (default: ib- and a tag unique to the run)")
 	fs.StringVar(&f.username, "username", "", "user `name` sent in CONNECT")
 	fs.StringVar(&f.passwd, "password", "", "`password` sent in CONNECT (with --username)")
+	fs.BoolVar(&f.persistent, "persistent", false, "connect with CleanSession=0 (sessions kept, and stored by a broker with a store)")
 	fs.DurationVar(&f.interval, "interval", 0, "time between connection attempts (0 = as fast as --workers allow)")
 	fs.IntVar(&f.workers, "workers", bench.DefaultWorkers, "connection attempts in progress at once")
 	fs.DurationVar(&f.timeout, "timeout", bench.DefaultTimeout, "bound on each connection attempt and on a stalled write")
@@ -101,6 +103,7 @@ func (f *benchFlags) target(stderr io.Writer) bench.Target {
 		ClientPrefix:     f.prefix,
 		Username:         f.username,
 		Password:         f.passwd,
+		Persistent:       f.persistent,
 		Interval:         f.interval,
 		Workers:          f.workers,
 		SpreadAbove:      f.spreadAbove,

@@ -140,7 +140,7 @@ func (r *run) dial(ctx context.Context, id string, seq int, bufSize int) (*clien
 	cp := packet.Connect{
 		ProtocolName:  "MQTT",
 		ProtocolLevel: packet.Version311,
-		CleanSession:  true,
+		CleanSession:  !r.t.Persistent,
 		KeepAlive:     uint16(r.t.KeepAlive / time.Second),
 		ClientID:      id,
 	}

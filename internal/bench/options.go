@@ -59,6 +59,9 @@ type Target struct {
 	ClientPrefix string
 	// Username and Password are sent in CONNECT when Username is not empty.
 	Username, Password string
+	// Persistent connects with CleanSession=0, so that the broker keeps (and, with a store,
+	// persists) every session, its subscriptions and its QoS 1/2 messages.
+	Persistent bool
 	// Interval spaces the starts of successive connection attempts; 0 opens them as fast as
 	// Workers allow.
 	Interval time.Duration

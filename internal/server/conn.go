@@ -163,8 +163,7 @@ func (c *conn) Enqueue(b []byte, droppable bool) (ok, schedule bool) {
 		c.out, c.outOff = c.out[:n], 0
 	}
 	c.out = append(c.out, b...)
-	if d := c.loop.srv.dur; d != nil && !droppable {
-		// A QoS 0 delivery carries no stored state; everything else may report some.
+	if d := c.loop.srv.dur; d != nil && waitsForStore(b[0]) {
 		c.gate = d.Written()
 	}
 	if c.scheduled {
@@ -172,6 +171,28 @@ func (c *conn) Enqueue(b []byte, droppable bool) (ok, schedule bool) {
 	}
 	c.scheduled = true
 	return true, true
+}
+
+// waitsForStore reports whether a packet with first byte b0 must not reach the client before the
+// state changes made so far are durable:
+//   - acknowledgements (CONNACK, PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK) report state the
+//     client then relies on and will not send again ([MQTT-4.3.2-2], [MQTT-4.3.3-2]);
+//   - PUBREL: after it the broker re-sends PUBREL, not the PUBLISH, and the subscriber forgets the
+//     packet identifier once it answers PUBCOMP;
+//   - a QoS 2 PUBLISH: a subscriber that received it would get it again under a new identifier if
+//     the message was lost with a crash and its publisher, never acknowledged, sent it again.
+//
+// QoS 0 and QoS 1 deliveries do not wait: at worst a crash makes a QoS 1 message arrive twice,
+// which QoS 1 allows ([MQTT-4.3.2-1] "at least once"). Not waiting keeps a subscriber's inflight
+// window from being held for a commit per message. PINGRESP waits for nothing.
+func waitsForStore(b0 byte) bool {
+	switch packet.Type(b0 >> 4) {
+	case packet.TypePublish:
+		return packet.QoS(b0>>1&3) == packet.QoS2
+	case packet.TypePingresp:
+		return false
+	}
+	return true
 }
 
 // Flush implements broker.Outbound.
