@@ -31,7 +31,7 @@ var listeningRE = regexp.MustCompile(`msg=listening .*address=(\S+)`)
 func startIotd(t *testing.T, args ...string) (*proc, *iotdtest.Env) {
 	t.Helper()
 	needIotd(t)
-	p := startProc(t, iotdBin, args...)
+	p := startProc(t, iotdBin, withDataDir(t, args)...)
 	pos := 0
 	line := p.waitLine(t, p.stderr, &pos, "the listening line", listeningRE.MatchString)
 	addr := listeningRE.FindStringSubmatch(line)[1]
@@ -40,11 +40,25 @@ func startIotd(t *testing.T, args ...string) (*proc, *iotdtest.Env) {
 	return p, &iotdtest.Env{Addr: addr}
 }
 
+// withDataDir gives iotd a temporary data directory unless args name one, so that no test leaves
+// a store in the working directory.
+func withDataDir(t *testing.T, args []string) []string {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") { // a subcommand: bench, passwd
+		return args
+	}
+	for _, a := range args {
+		if a == "--data-dir" || a == "--help" || a == "--version" || a == "-h" {
+			return args
+		}
+	}
+	return append([]string{"--data-dir", t.TempDir()}, args...)
+}
+
 // runIotd runs the iotd binary to its end and returns its exit code, stdout and stderr.
 func runIotd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	needIotd(t)
-	p := startProc(t, iotdBin, args...)
+	p := startProc(t, iotdBin, withDataDir(t, args)...)
 	code := p.wait(t)
 	return code, p.stdout.String(), p.stderr.String()
 }

@@ -71,6 +71,7 @@ type config struct {
 	latencyRate float64
 	iotdBin     string
 	iotdConfig  string
+	iotdStore   string
 	mochiBin    string
 	natsBin     string
 	mosqBin     string
@@ -104,6 +105,7 @@ func run() int {
 	flag.IntVar(&c.extraSubs, "extra-subs", 100000, "wildcard subscriptions installed in the subs100k scenario")
 	flag.Float64Var(&c.latencyRate, "latency-rate", 5000, "messages per second in the latency scenarios")
 	flag.StringVar(&c.iotdBin, "iotd", "", "iotd binary (default: build ./cmd/iotd into a temporary directory)")
+	flag.StringVar(&c.iotdStore, "iotd-store", "memory", "iotd store backend (memory, file or sqlite); the peers run without persistence, so memory compares like with like")
 	flag.StringVar(&c.iotdConfig, "iotd-config", "", "TOML configuration passed to iotd with -c (its listeners are replaced)")
 	flag.StringVar(&c.mochiBin, "mochi", "", "mochi-mqtt binary (default: cmd in $(go env GOPATH)/bin)")
 	flag.StringVar(&c.natsBin, "nats", "", "nats-server binary (default: PATH, then $(go env GOPATH)/bin)")
@@ -326,7 +328,10 @@ func prepareIotd(ctx context.Context, c *config) (*brokerRun, error) {
 		}
 	}
 	return &brokerRun{bin: bin, version: version, args: func(port int, dir string) ([]string, error) {
-		args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", port)}
+		args := []string{"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", filepath.Join(dir, "iotd-data")}
+		if c.iotdStore != "" {
+			args = append(args, "--store", c.iotdStore)
+		}
 		if c.iotdConfig != "" {
 			args = append([]string{"-c", c.iotdConfig}, args...)
 		}
