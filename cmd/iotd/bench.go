@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,16 +35,17 @@ as JSON with --json. The exit status is 1 when the run had errors or lost a QoS 
 
 // benchFlags holds the values of every bench flag; each subcommand registers the ones it uses.
 type benchFlags struct {
-	host, addr       string
-	port             int
-	keepAlive        time.Duration
-	prefix           string
-	username, passwd string
-	persistent       bool
-	interval         time.Duration
-	workers          int
-	timeout          time.Duration
-	asJSON, quiet    bool
+	host, addr        string
+	port              int
+	keepAlive         time.Duration
+	prefix            string
+	username, passwd  string
+	persistent        bool
+	cafile, cert, key string
+	interval          time.Duration
+	workers           int
+	timeout           time.Duration
+	asJSON, quiet     bool
 
 	count          int
 	pubs, subs     int
@@ -71,6 +74,9 @@ func (f *benchFlags) common(fs *flag.FlagSet, keepAlive time.Duration) {
 	fs.StringVar(&f.prefix, "prefix", "", "client id `prefix` (default: ib- and a tag unique to the run)")
 	fs.StringVar(&f.username, "username", "", "user `name` sent in CONNECT")
 	fs.StringVar(&f.passwd, "password", "", "`password` sent in CONNECT (with --username)")
+	fs.StringVar(&f.cafile, "cafile", "", "connect over TLS, trusting the CA certificates in `FILE` (PEM)")
+	fs.StringVar(&f.cert, "cert", "", "client certificate `FILE` (PEM) for TLS, with --key")
+	fs.StringVar(&f.key, "key", "", "private key `FILE` (PEM) of --cert")
 	fs.BoolVar(&f.persistent, "persistent", false, "connect with CleanSession=0 (sessions kept, and stored by a broker with a store)")
 	fs.DurationVar(&f.interval, "interval", 0, "time between connection attempts (0 = as fast as --workers allow)")
 	fs.IntVar(&f.workers, "workers", bench.DefaultWorkers, "connection attempts in progress at once")
@@ -92,7 +98,7 @@ func (f *benchFlags) publishing(fs *flag.FlagSet) {
 	fs.DurationVar(&f.maxDrain, "max-drain", bench.DefaultMaxDrain, "after publishing, stop waiting for the broker to take and deliver the messages after this long")
 }
 
-func (f *benchFlags) target(stderr io.Writer) bench.Target {
+func (f *benchFlags) target(stderr io.Writer) (bench.Target, error) {
 	addr := f.addr
 	if addr == "" {
 		addr = net.JoinHostPort(f.host, strconv.Itoa(f.port))
@@ -113,7 +119,25 @@ func (f *benchFlags) target(stderr io.Writer) bench.Target {
 	if !f.quiet {
 		t.Progress = stderr
 	}
-	return t
+	if f.cafile != "" {
+		pem, err := os.ReadFile(f.cafile)
+		if err != nil {
+			return t, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return t, fmt.Errorf("--cafile %s: no PEM certificate", f.cafile)
+		}
+		t.TLS = &tls.Config{RootCAs: pool, ServerName: f.host, MinVersion: tls.VersionTLS12}
+		if f.cert != "" {
+			c, err := tls.LoadX509KeyPair(f.cert, f.key)
+			if err != nil {
+				return t, err
+			}
+			t.TLS.Certificates = []tls.Certificate{c}
+		}
+	}
+	return t, nil
 }
 
 func (f *benchFlags) publishers(count int) bench.Publishers {
@@ -211,9 +235,12 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	t := f.target(stderr)
+	t, err := f.target(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "iotd bench %s: TLS: %v\n", args[0], err)
+		return 2
+	}
 	var sum *bench.Summary
-	var err error
 	switch args[0] {
 	case "conn":
 		sum, err = bench.RunConn(ctx, bench.ConnOptions{Target: t, Count: f.count, Hold: f.duration})

@@ -123,23 +123,14 @@ func (s *security) Authenticate(ctx context.Context, c *auth.Credentials) error 
 // stillValid is asked after a reload about every connected client.
 // It answers as Authenticate would, except that the password is not kept after CONNECT: a client
 // whose user still exists stays, whatever its password now is.
-func (s *security) stillValid(c auth.Client, listener string) bool {
-	if l := s.listener(listener); l != nil && l.IdentityFrom != "" && c.Username != "" {
+func (s *security) stillValid(c *broker.Connected) bool {
+	if c.FromCertificate {
 		return true // a certificate identity, verified at its handshake
 	}
 	if c.Username == "" || s.file == nil || s.cfg.Auth.PasswordFile == "" {
-		return s.anonymous(listener)
+		return s.anonymous(c.Listener)
 	}
 	return s.file.UserExists(c.Username)
-}
-
-func (s *security) listener(name string) *config.Listener {
-	for i := range s.cfg.Listeners {
-		if s.cfg.Listeners[i].Name == name {
-			return &s.cfg.Listeners[i]
-		}
-	}
-	return nil
 }
 
 // authenticator and authorizer return what the broker gets (nil: allow everything).
@@ -191,10 +182,10 @@ func (s *security) watch(ctx context.Context) (wait func()) {
 // reload re-reads the password and ACL files and the certificates (SIGHUP) and, if so configured,
 // disconnects clients that lost access. A file that does not load keeps the old one in force.
 func (s *security) reload(b *broker.Broker) {
-	ok := true
+	ok, usersOK := true, true
 	if s.file != nil {
 		if err := s.file.Reload(); err != nil {
-			ok = false
+			ok, usersOK = false, false
 			s.log.Error("reload: users and ACLs kept as they were", "error", err)
 		}
 	}
@@ -205,7 +196,8 @@ func (s *security) reload(b *broker.Broker) {
 		}
 	}
 	closed := 0
-	if ok && s.cfg.Auth.DisconnectOnRevoke {
+	if usersOK && s.cfg.Auth.DisconnectOnRevoke {
+		// The users in force are the new ones, whatever became of the certificates.
 		closed = b.Revalidate(s.stillValid, errRevoked)
 	}
 	s.log.Info("reloaded users, ACLs and certificates", "ok", ok, "disconnected", closed)

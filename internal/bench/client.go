@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -135,6 +136,17 @@ func (r *run) dial(ctx context.Context, id string, seq int, bufSize int) (*clien
 	nc, err := d.DialContext(ctx, "tcp", r.t.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: dial: %w", id, err)
+	}
+	if r.t.TLS != nil {
+		tc := tls.Client(nc, r.t.TLS)
+		hctx, cancel := context.WithTimeout(ctx, r.t.Timeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("%s: TLS handshake: %w", id, err)
+		}
+		nc = tc
 	}
 	c := &client{nc: nc, id: id, timeout: r.t.Timeout, fr: frameReader{buf: make([]byte, bufSize)}}
 	cp := packet.Connect{

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +60,8 @@ type Target struct {
 	ClientPrefix string
 	// Username and Password are sent in CONNECT when Username is not empty.
 	Username, Password string
+	// TLS, when set, runs every connection over TLS with this configuration.
+	TLS *tls.Config
 	// Persistent connects with CleanSession=0, so that the broker keeps (and, with a store,
 	// persists) every session, its subscriptions and its QoS 1/2 messages.
 	Persistent bool

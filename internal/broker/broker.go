@@ -120,9 +120,10 @@ type Broker struct {
 	start     time.Time // origin of now()
 	store     *store.Log
 
-	mu      sync.Mutex           // guards clients and offline
-	clients map[string]*Client   // keyed "__client_" + client id
-	offline map[*Client]struct{} // persistent sessions without a connection, for expiry
+	mu        sync.Mutex           // guards clients, offline and listeners
+	listeners map[string]*string   // interned listener names, shared by the clients
+	clients   map[string]*Client   // keyed "__client_" + client id
+	offline   map[*Client]struct{} // persistent sessions without a connection, for expiry
 
 	subs     *topic.Tree[*Client]
 	retained *topic.Retained[*session.Message]
@@ -227,8 +228,10 @@ type Client struct {
 	sess *session.Session // guarded by mu
 	conn Outbound         // guarded by mu; nil while offline
 	user string           // guarded by mu: the username of the bound connection
-	// listener is the name of the listener the bound connection arrived on; guarded by mu.
-	listener string
+	// listener is the name of the listener the bound connection arrived on (interned by the
+	// broker), and cert whether user came from its TLS certificate; guarded by mu.
+	listener *string
+	cert     bool
 	// offlineSince is when the connection went away (broker clock); guarded by mu.
 	offlineSince int64
 	// waiters are throttled publishers' connections to resume once the queue drains; nil until
@@ -486,7 +489,8 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 	cl.conn = r.Conn
 	delete(b.offline, cl)
 	cl.user = id.Username
-	cl.listener = r.Listener
+	cl.listener = b.internLocked(r.Listener)
+	cl.cert = r.CertIdentity != ""
 	b.persistSessionLocked(cl, 0) // before the CONNACK: a persistent session exists once acknowledged
 	var resend []*session.Inflight
 	if present {
@@ -530,6 +534,7 @@ func (b *Broker) Disconnect(cl *Client, conn Outbound, graceful bool) {
 	}
 	cl.conn = nil
 	b.wakeLocked(cl) // nobody waits for a client that is gone
+	id := cl.identity()
 	will := cl.sess.Will
 	cl.sess.Will = nil
 	var subs map[string]packet.QoS
@@ -550,6 +555,11 @@ func (b *Broker) Disconnect(cl *Client, conn Outbound, graceful bool) {
 		b.subs.Unsubscribe(filter, cl)
 	}
 	if will != nil && !graceful {
+		if az := b.opts.Authorizer; az != nil && !az.Authorize(&id, auth.Write, will.Topic) {
+			// The rules changed since CONNECT (a reload): the will is held to today's rules.
+			b.log.Info("will not published: topic no longer writable", "client_id", id.ClientID, "topic", will.Topic)
+			return
+		}
 		var bt Batch
 		b.publishMessage(will, &bt)
 		bt.Flush()
@@ -911,15 +921,35 @@ func (b *Broker) Ack(cl *Client, t packet.Type, id uint16, bt *Batch) {
 	}
 }
 
+// internLocked returns the shared copy of a listener name. b.mu must be held.
+func (b *Broker) internLocked(name string) *string {
+	if p, ok := b.listeners[name]; ok {
+		return p
+	}
+	if b.listeners == nil {
+		b.listeners = make(map[string]*string)
+	}
+	p := &name
+	b.listeners[name] = p
+	return p
+}
+
+// Connected describes a connected client to Revalidate.
+type Connected struct {
+	auth.Client
+	Listener        string // the listener it connected on
+	FromCertificate bool   // its username is the identity of its TLS client certificate
+}
+
 // Revalidate asks still about every connected client, after users or rules were reloaded, and
 // closes the connections of those it rejects (their persistent sessions stay, as after any
 // disconnect). It returns how many were closed.
-func (b *Broker) Revalidate(still func(c auth.Client, listener string) bool, reason error) int {
+func (b *Broker) Revalidate(still func(c *Connected) bool, reason error) int {
 	var gone []Outbound
 	b.mu.Lock()
 	for _, cl := range b.clients {
 		cl.mu.Lock()
-		if cl.conn != nil && !still(cl.identity(), cl.listener) {
+		if cl.conn != nil && !still(&Connected{Client: cl.identity(), Listener: *cl.listener, FromCertificate: cl.cert}) {
 			gone = append(gone, cl.conn)
 			b.log.Info("access revoked: disconnecting", "client_id", cl.ClientID(), "username", cl.user)
 		}

@@ -595,13 +595,24 @@ func TestThrottle(t *testing.T) {
 }
 
 func TestWillTopicMustBeWritable(t *testing.T) {
-	e := newEnv(t, Options{Authorizer: denyTopics{"write:will/secret": true}})
+	deny := denyTopics{"write:will/secret": true}
+	e := newEnv(t, Options{Authorizer: deny})
 	_, code := e.b.Connect(context.Background(), ConnectRequest{Connect: &packet.Connect{ClientID: "w", CleanSession: true,
 		Will: &packet.Will{Topic: "will/secret", Payload: []byte("x")}}, Conn: &fakeConn{}}, &e.bt)
 	if code != packet.RefusedNotAuthorized {
 		t.Fatalf("CONNECT with a will the client may not publish: %v, want not authorized", code)
 	}
-	e.connect("w2", true, &packet.Will{Topic: "will/open", Payload: []byte("x")})
+	w2, w2c, _ := e.connect("w2", true, &packet.Will{Topic: "will/open", Payload: []byte("x")})
+	r, rc, _ := e.connect("reader", true, nil)
+	e.sub(r, packet.QoS0, "will/#")
+	rc.take()
+	// A reload takes the right away after CONNECT: the will is not published.
+	deny["write:will/open"] = true
+	e.b.Disconnect(w2, w2c, false)
+	e.bt.Flush()
+	if got := rc.publishes(t); len(got) != 0 {
+		t.Fatalf("will published to a topic no longer writable: %v", got)
+	}
 }
 
 func TestRevalidate(t *testing.T) {
@@ -609,7 +620,7 @@ func TestRevalidate(t *testing.T) {
 	e := newEnv(t, Options{Authenticator: authFunc(func(*auth.Credentials) error { return nil })})
 	a, ac, _ := e.connect("a", false, nil)
 	_, bc, _ := e.connect("b", true, nil)
-	n := e.b.Revalidate(func(c auth.Client, listener string) bool {
+	n := e.b.Revalidate(func(c *Connected) bool {
 		seen = append(seen, c.ClientID)
 		return c.ClientID != "a"
 	}, errors.New("revoked"))
@@ -617,7 +628,7 @@ func TestRevalidate(t *testing.T) {
 		t.Fatalf("closed %d (a: %v, b: %v), asked about %v", n, ac.closed, bc.closed, seen)
 	}
 	e.b.Disconnect(a, ac, false)
-	if n := e.b.Revalidate(func(auth.Client, string) bool { return false }, errors.New("x")); n != 1 {
+	if n := e.b.Revalidate(func(*Connected) bool { return false }, errors.New("x")); n != 1 {
 		t.Fatalf("offline sessions are not asked about: closed %d, want 1 (b)", n)
 	}
 }

@@ -199,3 +199,25 @@ func poolOf(t *testing.T, caFile string) *x509.CertPool {
 	}
 	return p
 }
+
+func TestTLSRefusals(t *testing.T) {
+	pki := iotdtest.NewPKI(t, "")
+	lim := limit.New(limit.Options{PerIPRate: 0.001, PerIPBurst: 2})
+	addr := startTLS(t, tlsconf.Options{CertFile: pki.ServerCert, KeyFile: pki.ServerKey}, server.Options{Limiter: lim, ConnectTimeout: time.Second}, nil, false)
+	t.Run("plain MQTT on a TLS port fails the handshake", func(t *testing.T) {
+		c := iotdtest.Dial(t, addr)
+		c.SendRaw([]byte{0x10, 12, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 0})
+		if p, err := c.TryRead(iotdtest.Timeout); err == nil {
+			t.Fatalf("got %T over a failed handshake", p)
+		}
+	})
+	t.Run("the rate limit applies before the handshake", func(t *testing.T) {
+		// The first connection above used one token; one more handshake succeeds, the next is refused.
+		if _, err := dialTLS(t, addr, pki, "", ""); err != nil {
+			t.Fatalf("second connection: %v", err)
+		}
+		if _, err := dialTLS(t, addr, pki, "", ""); err == nil {
+			t.Fatal("a connection over the rate limit completed its handshake")
+		}
+	})
+}
