@@ -122,7 +122,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(listens) > 0 || *dataDir != "" || *backend != "" {
 		if err := cfg.Validate(); err != nil {
-			fmt.Fprintf(stderr, "iotd: command line: %v\n", err)
+			fmt.Fprintf(stderr, "iotd: --listen, --data-dir or --store: %v\n", err)
 			return 2
 		}
 	}

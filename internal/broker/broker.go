@@ -864,8 +864,27 @@ func (b *Broker) Unsubscribe(cl *Client, u *packet.Unsubscribe, bt *Batch) error
 	return nil
 }
 
+// PublishQoS2 applies a QoS 2 PUBLISH from cl: it records the packet identifier and routes the
+// message unless the identifier awaits PUBREL already, which marks a retransmission
+// ([MQTT-4.3.3-2]). With a store both steps reach it in one commit: were the identifier stored
+// without the copies routed to subscribers, the publisher's re-send after a crash would be taken
+// for a duplicate and the message lost after its PUBREC. It reports whether it routed the message;
+// the caller answers PUBREC either way.
+func (b *Broker) PublishQoS2(cl *Client, p *packet.Publish, bt *Batch) bool {
+	if b.store != nil {
+		release := b.store.Atomic()
+		defer release()
+	}
+	if !b.ReceiveQoS2(cl, p.PacketID) {
+		return false
+	}
+	b.Publish(cl, p, bt)
+	return true
+}
+
 // ReceiveQoS2 records the packet id of a QoS 2 PUBLISH from cl; it reports whether the message is
 // new and must be routed ([MQTT-4.3.3-2]: a retransmission before PUBREL is not routed again).
+// PublishQoS2 does this and the routing together.
 func (b *Broker) ReceiveQoS2(cl *Client, id uint16) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()

@@ -51,9 +51,7 @@ func (l *loop) dispatch(c *conn, h packet.FixedHeader, body []byte) {
 			l.scr = (&packet.Puback{PacketID: p.PacketID}).Append(l.scr[:0])
 			l.send(c, l.scr)
 		case packet.QoS2:
-			if b.ReceiveQoS2(cl, p.PacketID) {
-				b.Publish(cl, p, &l.batch)
-			}
+			b.PublishQoS2(cl, p, &l.batch)
 			// [MQTT-4.3.3-2] PUBREC for the first and for every retransmission.
 			l.scr = (&packet.Pubrec{PacketID: p.PacketID}).Append(l.scr[:0])
 			l.send(c, l.scr)

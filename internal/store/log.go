@@ -76,6 +76,10 @@ type Log struct {
 	opts Options
 	log  *slog.Logger
 
+	// atomic keeps the committer from closing a group while a caller is between Atomic and its
+	// release: the groups appended meanwhile are committed together (see Atomic).
+	atomic sync.RWMutex
+
 	mu     sync.Mutex
 	cur    []Op   // the open group; guarded by mu
 	seq    uint64 // sequence number of the last group with operations; guarded by mu
@@ -189,6 +193,17 @@ func (t *Tx) End() uint64 {
 	return seq
 }
 
+// Atomic makes the groups appended until the returned release is called reach the backend in
+// one commit, so that a crash keeps all of them or none. It is for a change that spans several
+// critical sections of its callers, each with its own lock (receiving a QoS 2 message: its packet
+// identifier, then a copy for every subscriber). Keep it short, do not nest it, and call release
+// exactly once. The committer waits for it (and new calls wait for a waiting committer, so a
+// stream of them cannot starve it).
+func (l *Log) Atomic() (release func()) {
+	l.atomic.RLock()
+	return l.atomic.RUnlock
+}
+
 // Append is Begin, one Tx.Append and End.
 func (l *Log) Append(op Op) uint64 {
 	tx := l.Begin()
@@ -286,10 +301,12 @@ func (l *Log) run() {
 				}
 			}
 		}
+		l.atomic.Lock()
 		l.mu.Lock()
 		ops, seq := l.cur, l.seq
 		l.cur = spare[:0]
 		l.mu.Unlock()
+		l.atomic.Unlock()
 		sync := final || l.opts.Fsync != FsyncNever
 		err := l.commit(ops, sync)
 		if sync && err == nil {
