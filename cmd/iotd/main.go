@@ -4,11 +4,14 @@
 //	iotd -c iotd.toml         serve with a TOML configuration file
 //	iotd --listen HOST:PORT   replace the configured TCP listeners (repeatable)
 //	iotd --data-dir DIR       keep the store in DIR (default ./iotd-data)
-//	iotd --store memory       keep nothing across restarts
+//	iotd --store BACKEND      file (Pebble, the default), sqlite, or memory (keeps nothing)
+//	iotd --store-move-aside   start even if the store cannot be read, moving it aside
+//	iotd passwd ...           manage a password file (Mosquitto's format)
+//	iotd bench ...            the load generator
 //	iotd --version            print the version
 //
 // SIGINT shuts down gracefully (stop accepting, close clients, wait, bounded by
-// server.shutdown_timeout); SIGTERM exits at once.
+// server.shutdown_timeout); SIGTERM exits at once; SIGHUP reloads users, ACLs and certificates.
 package main
 
 import (
@@ -48,7 +51,7 @@ const usage = `iotd - the IoTD MQTT broker
 Usage:
   iotd [-c FILE] [--listen HOST:PORT]... [--data-dir DIR] [--store file|sqlite|memory]
   iotd bench SUBCOMMAND [flags]   load generator (iotd bench --help)
-  iotd passwd [-c] [-D] [-b] FILE USER [PASSWORD]
+  iotd passwd [-c] [-D] [-b] [-I ITERATIONS] FILE USER [PASSWORD]
                                   add, change or delete a user in a password file
                                   (Mosquitto's mosquitto_passwd format)
   iotd --version

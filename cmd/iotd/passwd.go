@@ -184,8 +184,8 @@ func readPassword(stdin io.Reader, stderr io.Writer) ([]byte, error) {
 	return []byte(strings.TrimSuffix(strings.TrimSuffix(s, "\n"), "\r")), nil
 }
 
-// readPasswordTerminal turns echo off on the terminal tty (golang.org/x/term would do this, but
-// it is not in go.mod; the broker is Linux-only and x/sys is), prompts twice on stderr and
+// readPasswordTerminal turns echo off on the terminal tty with termios through x/sys (the broker
+// is Linux-only, and one ioctl pair does not justify golang.org/x/term), prompts twice on stderr and
 // restores the terminal. Echo goes off before the first prompt so that nothing typed early shows.
 func readPasswordTerminal(tty *os.File, stderr io.Writer) ([]byte, error) {
 	fd := int(tty.Fd())

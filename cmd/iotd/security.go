@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/iotd/iotd/internal/auth"
 	"github.com/iotd/iotd/internal/broker"
@@ -160,10 +161,27 @@ func (s *security) listen(l config.Listener) (net.Listener, error) {
 	return ln, nil
 }
 
-// watch reloads certificates when their files change, until ctx ends. The caller owns the
-// goroutines through the returned wait function.
+// watch reloads certificates when their files change and lets the connection limiter forget idle
+// sources, until ctx ends. The caller owns the goroutines through the returned wait function.
 func (s *security) watch(ctx context.Context) (wait func()) {
-	done := make(chan struct{}, len(s.tls))
+	n := len(s.tls)
+	done := make(chan struct{}, n+1)
+	if s.limiter != nil {
+		n++
+		go func() {
+			t := time.NewTicker(time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					done <- struct{}{}
+					return
+				case now := <-t.C:
+					s.limiter.Prune(now)
+				}
+			}
+		}()
+	}
 	for name, tc := range s.tls {
 		go func() {
 			if err := tc.Watch(ctx); err != nil {
@@ -173,7 +191,7 @@ func (s *security) watch(ctx context.Context) (wait func()) {
 		}()
 	}
 	return func() {
-		for range s.tls {
+		for range n {
 			<-done
 		}
 	}

@@ -3,8 +3,8 @@
 // The broker calls an Authenticator once per CONNECT and an Authorizer for every SUBSCRIBE filter,
 // every PUBLISH it receives and every message it is about to deliver. Both are small interfaces so
 // that file, HTTP or JWT backends can be added below this package without touching the broker. A nil
-// Authenticator or Authorizer in the broker's options means "allow everything", which is the default
-// until the security milestone configures users and ACLs.
+// Authenticator or Authorizer in the broker's options means "allow everything": what cmd/iotd
+// passes when no password file, ACL file or listener restriction is configured.
 //
 // # File backend
 //

@@ -188,21 +188,23 @@ type Limits struct {
 	// seconds) is allowed; >= 0.
 	ConnectionRate float64 `toml:"connection_rate"`
 	// ConnectionBurst is how many connections one source IP may open at
-	// once before ConnectionRate applies; 0 (the default) means
-	// max(1, ConnectionRate). >= 0.
+	// once before ConnectionRate applies; 0 (the default) means the rate
+	// rounded up, at least 1. >= 0.
 	ConnectionBurst int `toml:"connection_burst"`
 	// TotalConnectionRate caps the new connections per second accepted in
 	// total, over every listener, so that a reconnect storm cannot starve
 	// the clients already connected. 0 (the default) means no limit; >= 0.
 	TotalConnectionRate float64 `toml:"total_connection_rate"`
 	// TotalConnectionBurst is the burst of TotalConnectionRate; 0 (the
-	// default) means max(1, TotalConnectionRate). >= 0.
+	// default) means the rate rounded up, at least 1. >= 0.
 	TotalConnectionBurst int `toml:"total_connection_burst"`
-	// AuthFailDelay is how long the broker waits before answering a
-	// CONNECT from a source IP whose last login failed; the delay doubles
-	// with each further consecutive failure, up to AuthFailMaxDelay, and a
-	// successful login resets it. It slows password guessing without
-	// locking legitimate clients out. "0s" turns it off. Default "1s"; >= 0.
+	// AuthFailDelay is how long the broker waits before sending a refusal
+	// (CONNACK 0x04 or 0x05) to a source IP whose previous login failed;
+	// the delay doubles with each further consecutive failure, up to
+	// AuthFailMaxDelay. The first failure is answered at once, a successful
+	// login is never delayed and resets the count. It slows password
+	// guessing without locking legitimate clients out. "0s" turns it off.
+	// Default "1s"; >= 0.
 	AuthFailDelay Duration `toml:"auth_fail_delay"`
 	// AuthFailMaxDelay caps AuthFailDelay's doubling. Default "30s"; at
 	// least AuthFailDelay.
@@ -282,8 +284,9 @@ type Store struct {
 	// Fsync says when writes are forced to disk, and so when a message
 	// counts as stored: "always" (the default: each group commit is
 	// fsynced), "interval" (an fsync every FsyncInterval) or "never" (the
-	// operating system decides). PUBACK, PUBREC, PUBCOMP and SUBACK are sent
-	// only once what they acknowledge is stored: after the fsync of its
+	// operating system decides). Acknowledgements (CONNACK, SUBACK,
+	// UNSUBACK, PUBACK, PUBREC, PUBCOMP), PUBREL and QoS 2 deliveries are sent
+	// only once the state they depend on is stored: after the fsync of its
 	// group commit, after the next periodic fsync, or at once with "never",
 	// where a crash of the machine may lose acknowledged messages.
 	Fsync string `toml:"fsync"`
@@ -316,9 +319,8 @@ type Auth struct {
 	// caches off. Default "5m"; >= 0.
 	CacheTTL Duration `toml:"cache_ttl"`
 	// DisconnectOnRevoke makes a reload of the auth files (SIGHUP)
-	// disconnect the clients it no longer admits: those whose user is no
-	// longer in PasswordFile, and anonymous ones on a listener that no
-	// longer allows anonymous access. Default true.
+	// disconnect the clients whose user is no longer in PasswordFile.
+	// Default true.
 	DisconnectOnRevoke bool `toml:"disconnect_on_revoke"`
 }
 

@@ -92,8 +92,9 @@ func (o *Options) setDefaults() {
 // Durability is the view the server has of the broker's store log (*store.Log implements it).
 // Changes are appended to the log before the packets that depend on them are queued; each
 // appended group has a sequence number. A connection notes Written when such a packet is queued,
-// and its output is written only once Durable has reached that number: a PUBACK, PUBREC, PUBCOMP,
-// SUBACK, CONNACK or PUBLISH is never seen by a client before the state it reports is stored.
+// and its output is written only once Durable has reached that number: an acknowledgement, a PUBREL
+// or a QoS 2 PUBLISH is never seen by a client before the state it reports is stored (see
+// waitsForStore for which packets wait and why the others need not).
 type Durability interface {
 	// Written returns the sequence number of the last appended group.
 	Written() uint64

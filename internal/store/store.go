@@ -11,8 +11,8 @@
 //   - Log is what the broker writes to. It never blocks on I/O: the broker appends operations to
 //     the current group under a short lock, and one goroutine commits groups to the backend with
 //     the configured fsync policy (group commit). Each append gets a sequence number; a packet
-//     that must not reach a client before the state it depends on is durable (PUBACK, PUBREC,
-//     PUBCOMP, SUBACK, a PUBLISH to a subscriber) waits until Log.Durable reaches the sequence
+//     that must not reach a client before the state it depends on is durable (an acknowledgement,
+//     a PUBREL, a QoS 2 PUBLISH to a subscriber) waits until Log.Durable reaches the sequence
 //     number that was current when it was queued.
 //
 // What is stored, record by record (the Kind of an Op says which):
