@@ -287,8 +287,9 @@ type Store struct {
 	// operating system decides). Acknowledgements (CONNACK, SUBACK,
 	// UNSUBACK, PUBACK, PUBREC, PUBCOMP), PUBREL and QoS 2 deliveries are sent
 	// only once the state they depend on is stored: after the fsync of its
-	// group commit, after the next periodic fsync, or at once with "never",
-	// where a crash of the machine may lose acknowledged messages.
+	// group commit, after the next periodic fsync, or with "never" once its
+	// group is committed without an fsync, where a crash of the machine may
+	// lose acknowledged messages.
 	Fsync string `toml:"fsync"`
 	// FsyncInterval is the period of Fsync "interval". Default "10ms";
 	// 1ms..10s.

@@ -21,9 +21,11 @@ const (
 	// group is durable when its fsync returns, at most one interval (plus the fsync) after it began.
 	// Fewer fsyncs than FsyncAlways, longer waits for acknowledgements.
 	FsyncInterval
-	// FsyncNever never syncs: operations count as durable as soon as they are appended, and reach
-	// the device when the engine or the operating system writes them. A crash may lose
-	// acknowledged messages.
+	// FsyncNever never syncs: a group counts as durable once the backend has taken it (committed
+	// without a sync), and reaches the device when the engine or the operating system writes it.
+	// Acknowledgements still wait for that commit, which keeps memory bounded when the disk is
+	// slower than the clients, but a crash of the machine may lose acknowledged messages, and so
+	// may a crash of the process when the engine buffers writes itself (Pebble does, briefly).
 	FsyncNever
 )
 
@@ -140,7 +142,6 @@ func (l *Log) OnDurable(fn func(durable uint64)) { l.onDurable.Store(&fn) }
 func (l *Log) Written() uint64 { return l.written.Load() }
 
 // Durable returns the sequence number of the last group that is durable under the fsync policy.
-// With FsyncNever it equals Written.
 func (l *Log) Durable() uint64 { return l.durable.Load() }
 
 // Tx is an open group of operations, between Log.Begin and Tx.End. It holds the Log's lock: keep
@@ -178,9 +179,6 @@ func (t *Tx) End() uint64 {
 	if t.n > 0 && !l.stop {
 		l.seq++
 		l.written.Store(l.seq)
-		if l.opts.Fsync == FsyncNever {
-			l.durable.Store(l.seq)
-		}
 	}
 	seq, n := l.seq, t.n
 	l.mu.Unlock()
