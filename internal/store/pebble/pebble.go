@@ -125,6 +125,9 @@ func Open(dir string, opts Options) (b *Backend, err error) {
 	}()
 	db, err := engineOpen(dir, eo)
 	if err != nil {
+		if errors.Is(err, syscall.EAGAIN) || strings.Contains(err.Error(), "lock held") {
+			return nil, fmt.Errorf("store %s is in use by another process (another iotd with the same data directory?): %w", dir, err)
+		}
 		if environmental(err) {
 			return nil, fmt.Errorf("pebble store %s: %w", dir, err)
 		}
