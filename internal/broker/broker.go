@@ -612,11 +612,17 @@ func (b *Broker) route(p *packet.Publish, bt *Batch) {
 	// delivered to existing subscriptions.
 	var enc0 []byte
 	var live *session.Message // the message kept for QoS 1/2 deliveries, with RETAIN 0 as well
+	var name string           // the topic as a string, for the Authorizer
 	for _, s := range subs {
 		cl := s.Sub
 		qos := min(p.QoS, packet.QoS(s.QoS)) // [MQTT-3.8.4-6] downgrade to the granted QoS
-		if az := b.opts.Authorizer; az != nil && !b.mayRead(cl, p.Topic) {
-			continue
+		if b.opts.Authorizer != nil {
+			if name == "" {
+				name = string(p.Topic) // once per publish, not per subscriber
+			}
+			if !b.mayRead(cl, name) {
+				continue
+			}
 		}
 		if qos == packet.QoS0 {
 			if enc0 == nil {
@@ -656,11 +662,11 @@ func (b *Broker) liveMessage(p *packet.Publish, stored *session.Message, live **
 	return *live
 }
 
-func (b *Broker) mayRead(cl *Client, name []byte) bool {
+func (b *Broker) mayRead(cl *Client, name string) bool {
 	cl.mu.Lock()
 	id := cl.identity()
 	cl.mu.Unlock()
-	return b.opts.Authorizer.Authorize(&id, auth.Read, string(name))
+	return b.opts.Authorizer.Authorize(&id, auth.Read, name)
 }
 
 // deliverLocked sends m to cl at qos 1 or 2 with a fresh packet identifier. cl.mu must be held.
