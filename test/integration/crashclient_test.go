@@ -2,13 +2,11 @@ package integration
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -449,29 +447,7 @@ func startIotdFor(t *testing.T, limit time.Duration, args ...string) (*proc, *io
 		return startIotd(t, args...)
 	}
 	needIotd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	cmd := exec.CommandContext(ctx, iotdBin, args...)
-	cmd.WaitDelay = time.Second
-	p := &proc{name: iotdBin, cmd: cmd, stdout: newLines(), stderr: newLines(), exited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("start %s: %v", iotdBin, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		cancel()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		p.signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(iotdtest.Timeout):
-			cmd.Process.Kill()
-			<-p.exited
-		}
-	})
+	p := startProcLimit(t, limit, nil, nil, iotdBin, withDataDir(t, args)...)
 	pos := 0
 	line := p.waitLine(t, p.stderr, &pos, "the listening line", listeningRE.MatchString)
 	addr := listeningRE.FindStringSubmatch(line)[1]

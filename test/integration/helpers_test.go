@@ -456,7 +456,13 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 // startProcWith is startProc with extra environment variables and a standard input (nil: none).
 func startProcWith(t *testing.T, env []string, stdin io.Reader, name string, args ...string) *proc {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
+	return startProcLimit(t, procTimeout, env, stdin, name, args...)
+}
+
+// startProcLimit is startProcWith bounded by limit instead of procTimeout.
+func startProcLimit(t *testing.T, limit time.Duration, env []string, stdin io.Reader, name string, args ...string) *proc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.WaitDelay = time.Second
 	cmd.Env = append(os.Environ(), env...)
