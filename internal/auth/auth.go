@@ -30,8 +30,8 @@
 // first user line and the patterns without %u. With no rule file there is no Authorizer and
 // everything is allowed; an empty rule file denies everything.
 //
-// Reload re-reads both files and keeps the old ones if either is malformed; the broker then asks
-// StillValid about its connected clients.
+// Reload re-reads both files and keeps the old ones if either is malformed; the caller then asks
+// about its connected clients (UserExists, through broker.Revalidate).
 package auth
 
 import (

@@ -131,8 +131,8 @@ func NewFile(opts FileOptions) (*File, error) {
 // the caches start empty and Generation increases; on error the previous files stay in force and
 // the error names the file and line.
 //
-// Reload does not disconnect anyone: the broker should ask StillValid about each connected client
-// after a successful Reload, as Mosquitto does on SIGHUP.
+// Reload does not disconnect anyone: after a successful Reload the caller decides which connected
+// clients may stay (cmd/iotd asks UserExists through broker.Revalidate).
 func (f *File) Reload() error {
 	f.reload.Lock()
 	defer f.reload.Unlock()
@@ -197,22 +197,6 @@ func (f *File) Generation() uint64 { return f.gen.Load() }
 // UserExists reports whether the password file lists username.
 func (f *File) UserExists(username string) bool {
 	return f.state.Load().users[username] != nil
-}
-
-// AnonymousAllowed reports whether clients without a username may connect.
-func (f *File) AnonymousAllowed() bool { return f.opts.AllowAnonymous }
-
-// StillValid reports whether a client that connected before the last Reload could still connect:
-// a client without a username (or any client when there is no password file) if anonymous
-// clients are allowed, otherwise a client whose user is still in the password file. The password
-// is not kept after CONNECT, so a changed password does not invalidate a connected client; remove
-// the user (or restart) to force it out.
-func (f *File) StillValid(c *Client) bool {
-	st := f.state.Load()
-	if c.Username == "" || st.users == nil {
-		return f.opts.AllowAnonymous
-	}
-	return st.users[c.Username] != nil
 }
 
 // dummyHash is verified when a username is unknown, so that the time a refusal takes does not tell

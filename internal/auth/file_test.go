@@ -297,8 +297,8 @@ func TestFileReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	alice, bob := &Client{ClientID: "1", Username: "alice"}, &Client{ClientID: "2", Username: "bob"}
-	if f.Generation() != 1 || !f.UserExists("bob") || !f.StillValid(bob) || f.StillValid(&Client{}) || f.AnonymousAllowed() {
+	alice := &Client{ClientID: "1", Username: "alice"}
+	if f.Generation() != 1 || !f.UserExists("bob") || f.UserExists("") {
 		t.Fatal("wrong state after NewFile")
 	}
 	if err := f.Authenticate(ctx, creds("bob", "b")); err != nil {
@@ -343,7 +343,7 @@ func TestFileReload(t *testing.T) {
 		if f.Generation() != 2 {
 			t.Fatalf("Generation = %d, want 2", f.Generation())
 		}
-		if f.UserExists("bob") || f.StillValid(bob) || !f.StillValid(alice) {
+		if f.UserExists("bob") || !f.UserExists("alice") {
 			t.Fatal("bob is still valid after being removed")
 		}
 		if err := f.Authenticate(ctx, creds("bob", "b")); err != ErrBadCredentials {
@@ -363,18 +363,6 @@ func TestFileReload(t *testing.T) {
 			t.Fatalf("NewFile = %v, want a not-exist error", err)
 		}
 	})
-}
-
-func TestFileStillValidWithoutPasswordFile(t *testing.T) {
-	for _, anon := range []bool{false, true} {
-		f, err := NewFile(FileOptions{AllowAnonymous: anon})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := f.StillValid(&Client{Username: "x"}); got != anon {
-			t.Errorf("AllowAnonymous=%v: StillValid = %v", anon, got)
-		}
-	}
 }
 
 // TestFileConcurrent runs checks and reloads together; run with -race.

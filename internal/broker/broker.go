@@ -448,15 +448,13 @@ func (b *Broker) Connect(ctx context.Context, r ConnectRequest, bt *Batch) (*Cli
 			return nil, packet.RefusedServerUnavailable
 		}
 	}
+	var will *session.Message
 	if w := c.Will; w != nil {
 		if az := b.opts.Authorizer; az != nil && !az.Authorize(&id, auth.Write, w.Topic) {
 			// As Mosquitto does: a client may not leave a will it could not publish itself.
 			b.log.Info("connect refused: will topic not writable", "client_id", clientID, "topic", w.Topic)
 			return nil, packet.RefusedNotAuthorized
 		}
-	}
-	var will *session.Message
-	if w := c.Will; w != nil {
 		will = &session.Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}
 	}
 
@@ -916,25 +914,22 @@ func (b *Broker) Ack(cl *Client, t packet.Type, id uint16, bt *Batch) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	var err error
-	f := cl.sess.Get(id)
-	var m *session.Message
-	if f != nil {
-		m = f.Msg
-	}
+	var f *session.Inflight
 	switch t {
 	case packet.TypePuback:
-		if err = cl.sess.Puback(id); err == nil {
-			b.persistDoneLocked(cl, f.Seq, m)
+		if f, err = cl.sess.Puback(id); err == nil {
+			b.persistDoneLocked(cl, f.Seq, f.Msg)
 		}
 	case packet.TypePubrec:
-		if err = cl.sess.Pubrec(id, b.now()); err == nil {
+		var released *session.Message
+		if f, released, err = cl.sess.Pubrec(id, b.now()); err == nil {
 			// Stored before PUBREL goes out: after a restart PUBREL, not the PUBLISH, is re-sent.
-			b.persistPubrecLocked(cl, f, m)
+			b.persistPubrecLocked(cl, f, released)
 			bt.buf = (&packet.Pubrel{PacketID: id}).Append(bt.buf[:0])
 			b.enqueueLocked(cl, bt, bt.buf, false)
 		}
 	case packet.TypePubcomp:
-		if err = cl.sess.Pubcomp(id); err == nil {
+		if f, err = cl.sess.Pubcomp(id); err == nil {
 			b.persistDoneLocked(cl, f.Seq, nil)
 		}
 	}

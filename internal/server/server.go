@@ -558,11 +558,14 @@ func (s *Server) resumeOverdue(now int64, buf []*conn) []*conn {
 
 // Stats is a snapshot of the server's connection counters.
 type Stats struct {
-	Open int64 // connections accepted and not yet closed, CONNECT received or not
+	Open        int64  // connections accepted and not yet closed, CONNECT received or not
+	RateLimited uint64 // connections refused by the connection rate limits
 }
 
 // Stats returns a snapshot of the counters.
-func (s *Server) Stats() Stats { return Stats{Open: s.open.Load()} }
+func (s *Server) Stats() Stats {
+	return Stats{Open: s.open.Load(), RateLimited: s.rateLimited.Load()}
+}
 
 // Shutdown stops the server gracefully: it closes the listeners, closes every connection (their
 // wills are published, as for any close other than DISCONNECT), waits until they are gone, then

@@ -184,6 +184,9 @@ func TestLoginBackoffAndRateLimit(t *testing.T) {
 		}
 		iotdtest.Dial(t, env.Addr).ExpectClosed()
 		env.Logs.WaitFor(t, "connection rate limit")
+		if n := env.Server.Stats().RateLimited; n != 1 {
+			t.Fatalf("RateLimited = %d, want 1", n)
+		}
 	})
 }
 

@@ -192,31 +192,34 @@ func (s *Session) send(msg *Message, qos packet.QoS, window int, now int64, seq 
 }
 
 // Puback completes a QoS 1 delivery ([MQTT-4.3.2-1]).
-func (s *Session) Puback(id uint16) error { return s.complete(id, AwaitPuback) }
+// It returns the completed message, for the caller's bookkeeping (its store record).
+func (s *Session) Puback(id uint16) (*Inflight, error) { return s.complete(id, AwaitPuback) }
 
 // Pubrec moves a QoS 2 delivery from "PUBLISH sent" to "PUBREL sent" at time now; the caller
 // sends PUBREL ([MQTT-4.3.3-1]). A repeated PUBREC for a message already in AwaitPubcomp is accepted again so
-// the caller re-sends PUBREL.
-func (s *Session) Pubrec(id uint16, now int64) error {
+// the caller re-sends PUBREL. It returns the delivery and the message it no longer holds (nil for
+// a repeated PUBREC).
+func (s *Session) Pubrec(id uint16, now int64) (f *Inflight, released *Message, err error) {
 	st := s.rd()
 	f, ok := st.inflight[id]
 	if !ok || f.QoS != packet.QoS2 {
-		return ErrUnknownPacketID
+		return nil, nil, ErrUnknownPacketID
 	}
+	released = f.Msg
 	f.State = AwaitPubcomp
 	f.Msg = nil // the message itself is no longer needed once PUBREC arrived ([MQTT-4.3.3-1])
 	f.Attempts, f.SentAt = 0, now
-	return nil
+	return f, released, nil
 }
 
-// Pubcomp completes a QoS 2 delivery.
-func (s *Session) Pubcomp(id uint16) error { return s.complete(id, AwaitPubcomp) }
+// Pubcomp completes a QoS 2 delivery and returns it.
+func (s *Session) Pubcomp(id uint16) (*Inflight, error) { return s.complete(id, AwaitPubcomp) }
 
-func (s *Session) complete(id uint16, want State) error {
+func (s *Session) complete(id uint16, want State) (*Inflight, error) {
 	st := s.rd()
 	f, ok := st.inflight[id]
 	if !ok || f.State != want {
-		return ErrUnknownPacketID
+		return nil, ErrUnknownPacketID
 	}
 	delete(st.inflight, id)
 	for i, o := range st.order {
@@ -229,7 +232,7 @@ func (s *Session) complete(id uint16, want State) error {
 		st.inflight, st.order = nil, nil // release the maps of a quiet session
 		s.tidy()
 	}
-	return nil
+	return f, nil
 }
 
 // OldestSentBefore reports whether the oldest message in flight was last sent before t (in the
@@ -375,9 +378,6 @@ func (s *Session) AwaitingRelLen() int { return len(s.rd().awaitingRel) }
 // message keeps its number when it moves from the queue into flight, so a store can keep a
 // session's messages in order ([MQTT-4.6.0-5]).
 func (s *Session) LastSeq() uint64 { return s.seq }
-
-// Get returns the message in flight with packet identifier id, or nil.
-func (s *Session) Get(id uint16) *Inflight { return s.rd().inflight[id] }
 
 // Each calls fn for every message the session holds, in flight (until PUBREC) or queued.
 func (s *Session) Each(fn func(*Message)) {

@@ -34,7 +34,7 @@ func TestPacketIDs(t *testing.T) {
 		if a.PacketID != 1 || b.PacketID != 2 {
 			t.Fatalf("got %d, %d, want 1, 2", a.PacketID, b.PacketID)
 		}
-		if err := s.Puback(1); err != nil {
+		if _, err := s.Puback(1); err != nil {
 			t.Fatal(err)
 		}
 		s.lastID = 65534
@@ -55,7 +55,7 @@ func TestPacketIDs(t *testing.T) {
 		if _, err := s.Send(msg, packet.QoS1, 0, 0); !errors.Is(err, ErrNoPacketID) {
 			t.Fatalf("got %v, want ErrNoPacketID", err)
 		}
-		if err := s.Puback(777); err != nil {
+		if _, err := s.Puback(777); err != nil {
 			t.Fatal(err)
 		}
 		f, err := s.Send(msg, packet.QoS1, 0, 0)
@@ -72,29 +72,29 @@ func TestQoS2Outbound(t *testing.T) {
 	if f.State != AwaitPubrec {
 		t.Fatalf("state %v, want AwaitPubrec", f.State)
 	}
-	if err := s.Pubcomp(f.PacketID); !errors.Is(err, ErrUnknownPacketID) {
+	if _, err := s.Pubcomp(f.PacketID); !errors.Is(err, ErrUnknownPacketID) {
 		t.Fatalf("PUBCOMP before PUBREC: got %v", err)
 	}
-	if err := s.Puback(f.PacketID); !errors.Is(err, ErrUnknownPacketID) {
+	if _, err := s.Puback(f.PacketID); !errors.Is(err, ErrUnknownPacketID) {
 		t.Fatalf("PUBACK for QoS 2: got %v", err)
 	}
-	if err := s.Pubrec(f.PacketID, 0); err != nil || f.State != AwaitPubcomp || f.Msg != nil {
+	if _, _, err := s.Pubrec(f.PacketID, 0); err != nil || f.State != AwaitPubcomp || f.Msg != nil {
 		t.Fatalf("PUBREC: %v, state %v", err, f.State)
 	}
-	if err := s.Pubrec(f.PacketID, 0); err != nil {
+	if _, _, err := s.Pubrec(f.PacketID, 0); err != nil {
 		t.Fatalf("duplicate PUBREC: %v", err)
 	}
 	if got := s.Inflight(); len(got) != 1 || got[0] != f {
 		t.Fatalf("Inflight() = %v", got)
 	}
-	if err := s.Pubcomp(f.PacketID); err != nil || s.InflightLen() != 0 {
+	if _, err := s.Pubcomp(f.PacketID); err != nil || s.InflightLen() != 0 {
 		t.Fatalf("PUBCOMP: %v, inflight %d", err, s.InflightLen())
 	}
-	if err := s.Pubrec(99, 0); !errors.Is(err, ErrUnknownPacketID) {
+	if _, _, err := s.Pubrec(99, 0); !errors.Is(err, ErrUnknownPacketID) {
 		t.Fatalf("PUBREC unknown: %v", err)
 	}
 	q1, _ := s.Send(msg, packet.QoS1, 0, 0)
-	if err := s.Pubrec(q1.PacketID, 0); !errors.Is(err, ErrUnknownPacketID) {
+	if _, _, err := s.Pubrec(q1.PacketID, 0); !errors.Is(err, ErrUnknownPacketID) {
 		t.Fatalf("PUBREC for QoS 1: %v", err)
 	}
 }
@@ -240,7 +240,7 @@ func TestDue(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("cap: got %v", got)
 	}
-	if err := s.Pubrec(b.PacketID, 1400); err != nil || b.Attempts != 0 || b.SentAt != 1400 {
+	if _, _, err := s.Pubrec(b.PacketID, 1400); err != nil || b.Attempts != 0 || b.SentAt != 1400 {
 		t.Fatalf("PUBREC resets the backoff: %v %+v", err, b)
 	}
 }
@@ -297,9 +297,11 @@ func TestSequenceAndRestore(t *testing.T) {
 		t.Fatalf("a refused Send used a sequence number: %v, %d", err, s.LastSeq())
 	}
 	// A queued message keeps its number when it moves into flight.
-	s.Puback(f1.PacketID)
+	if done, err := s.Puback(f1.PacketID); err != nil || done != f1 {
+		t.Fatalf("Puback returned %+v, %v; want the completed delivery", done, err)
+	}
 	_, f2, ok := s.Dequeue(0, 0)
-	if !ok || f2.Seq != 2 || s.Get(f2.PacketID) != f2 || s.Get(999) != nil {
+	if !ok || f2.Seq != 2 {
 		t.Fatalf("Dequeue: %+v %v", f2, ok)
 	}
 	s.Queue(m3, packet.QoS1, 10, 0)
@@ -323,7 +325,7 @@ func TestSequenceAndRestore(t *testing.T) {
 	if r.InflightLen() != 1 || r.QueueLen() != 1 || r.QueueBytes() != 1 || r.LastSeq() != 5 {
 		t.Fatalf("restored: inflight %d queue %d bytes %d seq %d", r.InflightLen(), r.QueueLen(), r.QueueBytes(), r.LastSeq())
 	}
-	if err := r.Pubcomp(7); err != nil {
+	if _, err := r.Pubcomp(7); err != nil {
 		t.Fatalf("Pubcomp of a restored id: %v", err)
 	}
 	q, f, ok := r.Dequeue(0, 0)

@@ -131,9 +131,6 @@ func newLog(be Backend, opts Options, nextID uint64) *Log {
 	return l
 }
 
-// Policy returns the log's fsync policy.
-func (l *Log) Policy() Policy { return l.opts.Fsync }
-
 // OnDurable registers fn, called by the committer goroutine each time Durable advances, with the
 // new value, replacing an earlier fn. It must not block for long: it delays the next commit.
 func (l *Log) OnDurable(fn func(durable uint64)) { l.onDurable.Store(&fn) }
